@@ -1,0 +1,1 @@
+"""Market-data broker: reads candle sources, stamps per-stream seq, publishes on PUB."""

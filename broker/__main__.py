@@ -1,0 +1,5 @@
+import sys
+
+from broker.process import main
+
+sys.exit(main())

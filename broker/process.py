@@ -1,0 +1,141 @@
+"""The broker process: replay candles on PUB, heartbeat, start when the manager says so."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from typing import Any
+
+import zmq
+
+from broker.csv_source import CsvError, read_candles
+from broker.replay import Replay, Stream
+from runtime.child import StopFlag, SupervisionLink, setup_logging
+from runtime.messages import HEARTBEAT_TOPIC, ChildHeartbeat, FeedHeartbeat, StartFeed, candle_topic
+from runtime.specs import BrokerSpec, read_spec
+from runtime.transport import close_all, open_socket, send_topic
+
+__all__ = ["main"]
+
+# Before the replay starts, heartbeats double as the subscription handshake: send them often.
+_HANDSHAKE_INTERVAL_S = 0.05
+# Room for bursts at speed 0; beyond it XPUB_NODROP makes sends wait rather than drop.
+_SEND_HWM = 100_000
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the broker described by the spec file named in ``argv``."""
+    args = sys.argv[1:] if argv is None else argv
+    spec = read_spec(args[0])
+    if not isinstance(spec, BrokerSpec):
+        raise SystemExit(f"{args[0]} is not a broker spec")
+    log = setup_logging("broker", spec.log_level)
+    stop = StopFlag()
+    try:
+        streams = [Stream(f.symbol, f.timeframe, read_candles(f.path)) for f in spec.broker.feeds]
+    except (OSError, CsvError) as exc:
+        log.error("cannot read market data: %s", exc)
+        return 1
+    replay = Replay(streams, spec.broker.speed)
+    incarnation = uuid.uuid4().hex[:12]
+    ctx: zmq.Context[Any] = zmq.Context()
+    pub = sup = None
+    try:
+        pub = open_socket(ctx, zmq.XPUB, sndhwm=_SEND_HWM)
+        if spec.broker.speed == 0:
+            pub.setsockopt(zmq.XPUB_NODROP, 1)
+        pub.bind(spec.endpoints.market_data)
+        sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "broker")
+        log.info(
+            "broker %s: %d streams, %d candles, speed %g",
+            incarnation,
+            len(streams),
+            sum(len(s.rows) for s in streams),
+            spec.broker.speed,
+        )
+        sup.ready()
+        _serve(pub, sup, replay, spec, incarnation, stop, log)
+        log.info("broker stopping")
+        return 0
+    finally:
+        close_all(pub, sup.socket if sup else None)
+        ctx.term()
+
+
+def _serve(
+    pub: zmq.Socket[Any],
+    sup: SupervisionLink,
+    replay: Replay,
+    spec: BrokerSpec,
+    incarnation: str,
+    stop: StopFlag,
+    log: Any,
+) -> None:
+    poller = zmq.Poller()
+    poller.register(pub, zmq.POLLIN)
+    poller.register(sup.socket, zmq.POLLIN)
+    started = False
+    started_at = 0.0
+    published = 0
+    announced_end = False
+    next_heartbeat = 0.0
+    interval = spec.broker.heartbeat_interval_s
+    while not stop.set:
+        now = time.monotonic()
+        if now >= next_heartbeat:
+            beat = FeedHeartbeat(
+                incarnation, time.time_ns(), {s.key: s.last_seq for s in replay.streams}, started
+            )
+            try:
+                send_topic(pub, HEARTBEAT_TOPIC, beat, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # a full subscriber at speed 0; the next heartbeat will do
+            next_heartbeat = now + (interval if started else _HANDSHAKE_INTERVAL_S)
+        if sup.heartbeat_due(now):
+            sup.heartbeat(now, ChildHeartbeat(sup.name, candles=published))
+        wait_s = next_heartbeat - now
+        if started:
+            wait_s = min(wait_s, replay.seconds_until_next(now - started_at))
+        events = dict(poller.poll(max(0, int(wait_s * 1000))))
+        if pub in events:
+            _drain_subscriptions(pub)
+        if sup.socket in events:
+            for command in sup.receive():
+                if isinstance(command, StartFeed) and not started:
+                    started, started_at = True, time.monotonic()
+                    log.info("feed started")
+        if started:
+            published += _publish_due(pub, replay, time.monotonic() - started_at, stop)
+            if replay.finished and not announced_end:
+                log.info("replay finished after %d candles; heartbeats continue", published)
+                announced_end = True
+
+
+def _drain_subscriptions(pub: zmq.Socket[Any]) -> None:
+    """XPUB hands us (un)subscription frames; we only need them read, not acted on."""
+    while True:
+        try:
+            pub.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+def _publish_due(pub: zmq.Socket[Any], replay: Replay, elapsed_s: float, stop: StopFlag) -> int:
+    """Publish every candle due by ``elapsed_s``; at speed 0 stop when subscribers are full."""
+    sent = 0
+    # Bound one burst so heartbeats and commands are still served at speed 0.
+    while sent < 1000 and not stop.set and replay.seconds_until_next(elapsed_s) == 0.0:
+        candle = replay.peek(time.time_ns())
+        assert candle is not None
+        try:
+            send_topic(pub, candle_topic(candle.symbol, candle.timeframe), candle, zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        replay.advance()
+        sent += 1
+    return sent
+
+
+if __name__ == "__main__":
+    sys.exit(main())

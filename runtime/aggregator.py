@@ -1,0 +1,164 @@
+"""The aggregator process: journal every event once, acknowledge it, serve the metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import msgspec
+import zmq
+from prometheus_client import CollectorRegistry, start_http_server
+
+from runtime.child import StopFlag, SupervisionLink, setup_logging
+from runtime.figures import Figures
+from runtime.journal import Journal
+from runtime.messages import EVENTS_UP_DECODER, Ack, ChildHeartbeat, Event, Hello, Welcome
+from runtime.metrics import AggregatorCollector, AggregatorCounters
+from runtime.specs import AggregatorSpec, read_spec
+from runtime.transport import close_all, open_socket, send_to_peer
+
+__all__ = ["main"]
+
+_BATCH = 2000  # events read before one commit, so a flood cannot starve acknowledgements
+_IDLE_POLL_MS = 200
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the aggregator described by the spec file named in ``argv``."""
+    args = sys.argv[1:] if argv is None else argv
+    spec = read_spec(args[0])
+    if not isinstance(spec, AggregatorSpec):
+        raise SystemExit(f"{args[0]} is not an aggregator spec")
+    log = setup_logging("aggregator", spec.log_level)
+    stop = StopFlag()
+    journal = Journal(spec.journal)
+    figures = Figures()
+    for _, event in journal.events():
+        figures.apply(event)
+    counters = AggregatorCounters()
+    registry = CollectorRegistry()
+    registry.register(AggregatorCollector(figures, counters))
+    cfg = spec.aggregator
+    server, thread = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
+    metrics_url = f"http://{cfg.metrics_host}:{server.server_port}/metrics"
+    ctx: zmq.Context[Any] = zmq.Context()
+    router = sup = None
+    try:
+        router = open_socket(ctx, zmq.ROUTER, bind=spec.endpoints.events, rcvhwm=100_000)
+        sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "aggregator")
+        log.info("journal %s; metrics on %s", spec.journal, metrics_url)
+        sup.ready(metrics_url=metrics_url)
+        _serve(router, sup, _Intake(router, journal, figures, counters, log), counters, stop)
+        log.info("aggregator stopping after %d events journaled", counters.journaled)
+        return 0
+    finally:
+        close_all(router, sup.socket if sup else None)
+        ctx.term()
+        server.shutdown()
+        thread.join(timeout=2)
+        journal.close()
+
+
+class _Intake:
+    """Events received and not yet committed, and the acknowledgements they will earn."""
+
+    def __init__(
+        self,
+        router: zmq.Socket[Any],
+        journal: Journal,
+        figures: Figures,
+        counters: AggregatorCounters,
+        log: logging.Logger,
+    ) -> None:
+        self._router = router
+        self._journal = journal
+        self._figures = figures
+        self._counters = counters
+        self._log = log
+        self._pending: list[Event] = []
+        self._acks: dict[tuple[bytes, str], int] = {}
+
+    def receive(self, frames: list[bytes]) -> None:
+        """Take one ``[identity, payload]`` message off the ROUTER; bad frames are counted."""
+        if len(frames) != 2:
+            self._counters.rejects.add("events", "frame_count")
+            return
+        identity, payload = frames
+        try:
+            message = EVENTS_UP_DECODER.decode(payload)
+        except msgspec.DecodeError:
+            self._counters.rejects.add("events", "decode")
+            return
+        match message:
+            case Event():
+                self._pending.append(message)
+                key = (identity, message.strategy_id)
+                self._acks[key] = max(self._acks.get(key, 0), message.seq)
+            case Hello():
+                self.commit()  # so the reply reflects everything received before it
+                self._welcome(identity, message)
+
+    def commit(self) -> None:
+        """Journal the batch in one transaction, then acknowledge it (duplicates included)."""
+        inserted = self._journal.append(self._pending)
+        for event in inserted:
+            self._figures.apply(event)
+        self._counters.journaled += len(inserted)
+        self._counters.duplicates += len(self._pending) - len(inserted)
+        for (identity, sid), seq in self._acks.items():
+            _reply(self._router, identity, Ack(sid, seq))
+        self._pending.clear()
+        self._acks.clear()
+
+    def _welcome(self, identity: bytes, hello: Hello) -> None:
+        fig = self._figures.get(hello.strategy_id)
+        self._log.info(
+            "worker %s (pid %d) resumes after seq %d with %d open positions",
+            hello.strategy_id,
+            hello.pid,
+            fig.last_seq,
+            len(fig.positions),
+        )
+        positions = list(fig.positions.values())
+        welcome = Welcome(hello.strategy_id, fig.last_seq, positions, fig.realized_pnl, fig.candles)
+        _reply(self._router, identity, welcome)
+
+
+def _serve(
+    router: zmq.Socket[Any],
+    sup: SupervisionLink,
+    intake: _Intake,
+    counters: AggregatorCounters,
+    stop: StopFlag,
+) -> None:
+    poller = zmq.Poller()
+    poller.register(router, zmq.POLLIN)
+    poller.register(sup.socket, zmq.POLLIN)
+    while not stop.set:
+        ready = dict(poller.poll(_IDLE_POLL_MS))
+        if sup.socket in ready:
+            sup.receive()  # the aggregator takes no commands yet; drain (bad frames counted)
+        if router in ready:
+            for _ in range(_BATCH):
+                try:
+                    intake.receive(router.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            intake.commit()
+        now = time.monotonic()
+        if sup.heartbeat_due(now):
+            sup.heartbeat(now, ChildHeartbeat(sup.name, candles=counters.journaled))
+    intake.commit()
+
+
+def _reply(router: zmq.Socket[Any], identity: bytes, message: msgspec.Struct) -> None:
+    try:
+        send_to_peer(router, identity, message)
+    except zmq.Again:
+        pass  # the worker resends whatever stays unacknowledged
+
+
+if __name__ == "__main__":
+    sys.exit(main())

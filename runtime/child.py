@@ -1,0 +1,95 @@
+"""What every child process (broker, aggregator, worker) does the same way.
+
+Logging to stderr (the manager points it at the child's log file), a stop flag set by
+SIGTERM/SIGINT, and the supervision link to the manager: ready once, heartbeats after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import msgspec
+import zmq
+
+from runtime.messages import (
+    SUPERVISION_DOWN_DECODER,
+    ChildHeartbeat,
+    ChildReady,
+    Role,
+    SupervisionDown,
+)
+from runtime.transport import open_socket, send_payload
+
+__all__ = ["StopFlag", "SupervisionLink", "setup_logging"]
+
+
+def setup_logging(name: str, level: str = "info") -> logging.Logger:
+    """Log lines to stderr with a timestamp; returns the process's logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    return logging.getLogger(name)
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGINT; the handler only records the request, the loop acts on it."""
+
+    def __init__(self) -> None:
+        self.set = False
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.set = True
+
+
+class SupervisionLink:
+    """A child's DEALER to the manager's supervision ROUTER, identity = the child's name."""
+
+    HEARTBEAT_INTERVAL_S = 1.0
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, name: str, role: Role) -> None:
+        self.name = name
+        self.role = role
+        self.socket = open_socket(ctx, zmq.DEALER, connect=endpoint, identity=name.encode())
+        self._next_heartbeat = 0.0
+        self.rejected = 0
+
+    def ready(self, **detail: str) -> None:
+        """Tell the manager this child is serving."""
+        send_payload(self.socket, ChildReady(self.name, self.role, os.getpid(), detail))
+        self._next_heartbeat = time.monotonic() + self.HEARTBEAT_INTERVAL_S
+
+    def heartbeat_due(self, now: float) -> bool:
+        return now >= self._next_heartbeat
+
+    def heartbeat(self, now: float, beat: ChildHeartbeat) -> None:
+        """Send the child's figures; never blocks (dropped while the manager is away)."""
+        self._next_heartbeat = now + self.HEARTBEAT_INTERVAL_S
+        try:
+            send_payload(self.socket, beat, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def receive(self) -> list[SupervisionDown]:
+        """Drain commands from the manager; undecodable frames are counted and dropped."""
+        commands: list[SupervisionDown] = []
+        while True:
+            try:
+                frame = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return commands
+            try:
+                commands.append(SUPERVISION_DOWN_DECODER.decode(frame))
+            except msgspec.DecodeError:
+                self.rejected += 1

@@ -1,0 +1,184 @@
+"""The ``stratrun`` command: up, ps, logs, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import msgspec
+
+from runtime.config import ConfigError, load_config
+from runtime.control_client import ControlClient, ControlError
+from runtime.manager import AlreadyRunning, Manager, StartupFailed
+from runtime.messages import DownRequest, ErrorReply, PsReply, PsRequest
+from runtime.rundir import DEFAULT_RUN_DIR, RunDir, RunDirError
+
+__all__ = ["main"]
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "demo.toml"
+
+
+def _run_dir(ctx: click.Context) -> RunDir:
+    return RunDir.at(ctx.obj["run_dir"] or DEFAULT_RUN_DIR)
+
+
+@click.group()
+@click.option(
+    "--run-dir",
+    envvar="STRATRUN_RUN_DIR",
+    default=None,
+    help=f"Run directory of the system (default: the config's, else ./{DEFAULT_RUN_DIR}).",
+)
+@click.pass_context
+def main(ctx: click.Context, run_dir: str | None) -> None:
+    """Run every trading strategy in its own process, and watch them all."""
+    ctx.obj = {"run_dir": run_dir}
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.pass_context
+def up(ctx: click.Context, config: str | None) -> None:
+    """Start the system in the foreground (CONFIG defaults to the bundled demo)."""
+    path = Path(config) if config else DEMO_CONFIG
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        click.echo(f"stratrun: config error: {exc}", err=True)
+        sys.exit(2)
+    run_dir = RunDir.at(ctx.obj["run_dir"] or cfg.runtime.run_dir or DEFAULT_RUN_DIR)
+    click.echo(f"stratrun: {len(cfg.strategies)} strategies from {cfg.source}")
+    try:
+        Manager(cfg, run_dir, sys.stdout).run()
+    except (AlreadyRunning, RunDirError) as exc:
+        click.echo(f"stratrun: {exc}", err=True)
+        sys.exit(1)
+    except StartupFailed as exc:
+        click.echo(f"stratrun: start-up failed: {exc}", err=True)
+        sys.exit(1)
+    click.echo("stratrun: stopped")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.pass_context
+def ps(ctx: click.Context, as_json: bool) -> None:
+    """List every process of the running system."""
+    reply = _ask(ctx, PsRequest(ControlClient.next_id()))
+    assert isinstance(reply, PsReply)
+    if as_json:
+        click.echo(msgspec.json.encode(reply.rows).decode())
+        return
+    header = ("ID", "ROLE", "PID", "STATE", "UPTIME", "RESTARTS", "CANDLES", "OPEN", "REALIZED_PNL")
+    rows = [
+        (
+            r.name,
+            r.role,
+            str(r.pid),
+            r.state,
+            _duration(r.uptime_s),
+            str(r.restarts),
+            str(r.candles) if r.role != "aggregator" else "-",
+            str(r.open_positions) if r.role == "worker" else "-",
+            f"{r.realized_pnl:+.6g}" if r.role == "worker" else "-",
+        )
+        for r in reply.rows
+    ]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
+    for line in (header, *rows):
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    for r in reply.rows:
+        if "metrics_url" in r.detail:
+            click.echo(f"metrics: {r.detail['metrics_url']}")
+
+
+@main.command()
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the stop.")
+@click.pass_context
+def down(ctx: click.Context, timeout: float) -> None:
+    """Stop the running system: workers, then broker, then aggregator."""
+    run_dir = _run_dir(ctx)
+    manager_pid = _manager_pid(run_dir)
+    _ask(ctx, DownRequest(ControlClient.next_id()))
+    click.echo("stratrun: stopping")
+    deadline = time.monotonic() + timeout
+    while manager_pid and _alive(manager_pid):
+        if time.monotonic() > deadline:
+            click.echo(
+                f"stratrun: manager pid {manager_pid} still running after {timeout:g}s", err=True
+            )
+            sys.exit(1)
+        time.sleep(0.1)  # polling another process's exit; there is nothing to wait on
+    click.echo("stratrun: stopped")
+
+
+@main.command()
+@click.argument("process_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (across rotation).")
+@click.option("-n", "--lines", default=20, show_default=True, help="Lines of history to show.")
+@click.pass_context
+def logs(ctx: click.Context, process_id: str, follow: bool, lines: int) -> None:
+    """Print the log of one strategy (or of broker, aggregator)."""
+    run_dir = _run_dir(ctx)
+    path = run_dir.log_file(process_id)
+    if not path.exists():
+        known = sorted(p.stem for p in run_dir.logs_dir.glob("*.log"))
+        click.echo(
+            f"stratrun: no log for {process_id!r} in {run_dir.logs_dir}"
+            + (f" (there are: {', '.join(known)})" if known else ""),
+            err=True,
+        )
+        sys.exit(1)
+    from runtime.log_follow import follow_file, last_lines
+
+    for line in last_lines(path, lines):
+        click.echo(line)
+    if follow:
+        try:
+            for line in follow_file(path):
+                click.echo(line)
+        except KeyboardInterrupt:
+            pass
+
+
+def _ask(ctx: click.Context, request: PsRequest | DownRequest) -> PsReply | object:
+    client = ControlClient(_run_dir(ctx).endpoint("control"))
+    try:
+        reply = client.request(request)
+    except ControlError as exc:
+        click.echo(f"stratrun: {exc}", err=True)
+        sys.exit(1)
+    if isinstance(reply, ErrorReply):
+        click.echo(f"stratrun: {reply.message}", err=True)
+        sys.exit(1)
+    return reply
+
+
+def _manager_pid(run_dir: RunDir) -> int:
+    try:
+        return int(json.loads(run_dir.state_file.read_text())["manager_pid"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -1,0 +1,307 @@
+"""The TOML config: its schema, the merge of ``[defaults]`` and the checks run before any start.
+
+``load_config`` either returns a fully validated :class:`Config` or raises one
+:class:`ConfigError` that names the file, the key path and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from workers.loader import StrategyLoadError, load_strategy_class
+
+__all__ = [
+    "AggregatorConfig",
+    "BrokerConfig",
+    "Config",
+    "ConfigError",
+    "ExecutionConfig",
+    "FeedConfig",
+    "RuntimeConfig",
+    "StrategyConfig",
+    "load_config",
+]
+
+_T = TypeVar("_T")
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,31}$"
+_TIMEFRAME_PATTERN = r"^[1-9][0-9]*[smhdwM]$"
+
+
+class ConfigError(Exception):
+    """A config that must not start: ``file: key: problem`` on one line."""
+
+    def __init__(self, file: Path | str, key: str, problem: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+        where = f"{self.file}: {key}: " if key else f"{self.file}: "
+        super().__init__(where + problem)
+
+
+class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Base of every config table: a misspelt key is an error, not a silent default."""
+
+
+class RuntimeConfig(_Section, kw_only=True, frozen=True):
+    """``[runtime]``: where the system lives and how long it waits.
+
+    Parameters
+    ----------
+    run_dir:
+        Run directory, relative to the config file; the CLI's ``--run-dir`` wins.
+    ready_timeout_s:
+        How long a child may take to report ready before it counts as failed.
+    stop_timeout_s:
+        Grace between SIGTERM and SIGKILL when stopping a child.
+    restart_delay_s, restart_delay_max_s:
+        First and largest delay before restarting a child that exited (doubling between).
+    """
+
+    run_dir: str | None = None
+    ready_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    restart_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.5
+    restart_delay_max_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+
+
+class FeedConfig(_Section, kw_only=True, frozen=True):
+    """One ``[[broker.feeds]]`` entry: a CSV file replayed as one candle stream."""
+
+    symbol: Annotated[str, msgspec.Meta(pattern=_SYMBOL_PATTERN)]
+    timeframe: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)]
+    path: str
+
+    @property
+    def stream(self) -> str:
+        """``SYMBOL|TIMEFRAME``, the stream's name."""
+        return f"{self.symbol}|{self.timeframe}"
+
+
+class BrokerConfig(_Section, kw_only=True, frozen=True):
+    """``[broker]``: the market-data replay.
+
+    Parameters
+    ----------
+    speed:
+        Multiple of real time (candle spacing divided by ``speed``); 0 publishes as fast as
+        the subscribers take candles.
+    heartbeat_interval_s:
+        Period of feed heartbeats.
+    feeds:
+        The streams to replay.
+    """
+
+    speed: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    heartbeat_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    feeds: Annotated[list[FeedConfig], msgspec.Meta(min_length=1)]
+
+
+class AggregatorConfig(_Section, kw_only=True, frozen=True):
+    """``[aggregator]``: where metrics are served (port 0 picks a free one)."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
+
+
+class ExecutionConfig(_Section, kw_only=True, frozen=True):
+    """Paper execution of one strategy: fee and slippage in basis points, order quantity."""
+
+    fee_bps: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    slippage_bps: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    quantity: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+
+class _Defaults(_Section, kw_only=True, frozen=True):
+    """``[defaults]``: anything a strategy section may hold, except its id and class."""
+
+    symbols: list[str] | None = None
+    timeframe: str | None = None
+    execution: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    stats_interval_s: float | None = None
+
+
+class StrategyConfig(_Section, kw_only=True, frozen=True):
+    """One ``[[strategies]]`` entry after ``[defaults]`` was merged under it.
+
+    Parameters
+    ----------
+    id:
+        Unique id; tags every event, names the log file and the process.
+    class_path:
+        ``package.module:Class`` (key ``class`` in TOML), a subclass of Strategy.
+    symbols, timeframe:
+        The streams the strategy subscribes to: each symbol at that timeframe.
+    execution:
+        Paper execution settings.
+    params:
+        The strategy's own parameters, validated against its ``Params`` struct.
+    stats_interval_s:
+        How often the worker reports its figures.
+    """
+
+    id: Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
+    class_path: str = msgspec.field(name="class")
+    symbols: Annotated[list[str], msgspec.Meta(min_length=1)]
+    timeframe: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)]
+    execution: ExecutionConfig = ExecutionConfig()
+    params: dict[str, Any] = {}
+    stats_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+    @property
+    def streams(self) -> list[str]:
+        """``SYMBOL|TIMEFRAME`` of every stream the strategy uses."""
+        return [f"{s}|{self.timeframe}" for s in self.symbols]
+
+    def digest(self) -> str:
+        """A hash of the merged section, to tell a changed strategy from an unchanged one."""
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:16]
+
+
+class Config(_Section, kw_only=True, frozen=True):
+    """A whole validated config; paths inside it are absolute."""
+
+    runtime: RuntimeConfig = RuntimeConfig()
+    broker: BrokerConfig
+    aggregator: AggregatorConfig = AggregatorConfig()
+    strategies: Annotated[list[StrategyConfig], msgspec.Meta(min_length=1)]
+    source: str = ""
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, merge and validate a config file; raise :class:`ConfigError` on any problem."""
+    file = Path(path).resolve()
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(file, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, "", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"invalid TOML: {exc}") from None
+    return _validate(raw, file)
+
+
+def _validate(raw: dict[str, Any], file: Path) -> Config:
+    known = {"runtime", "broker", "aggregator", "defaults", "strategies"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                file, key, f"unknown key (expected one of {', '.join(sorted(known))})"
+            )
+    defaults_raw = raw.get("defaults", {})
+    _convert(defaults_raw, _Defaults, file, "defaults")
+    strategies_raw = raw.get("strategies")
+    if not isinstance(strategies_raw, list) or not strategies_raw:
+        raise ConfigError(file, "strategies", "at least one [[strategies]] table is required")
+    strategies = [
+        _convert(_merge(defaults_raw, s), StrategyConfig, file, f"strategies[{i}]")
+        if isinstance(s, dict)
+        else _fail(file, f"strategies[{i}]", "expected a table")
+        for i, s in enumerate(strategies_raw)
+    ]
+    if "broker" not in raw:
+        raise ConfigError(file, "broker", "required table is missing")
+    config = Config(
+        runtime=_convert(raw.get("runtime", {}), RuntimeConfig, file, "runtime"),
+        broker=_convert(raw["broker"], BrokerConfig, file, "broker"),
+        aggregator=_convert(raw.get("aggregator", {}), AggregatorConfig, file, "aggregator"),
+        strategies=strategies,
+        source=str(file),
+    )
+    return _check(config, file)
+
+
+def _check(config: Config, file: Path) -> Config:
+    """Cross-field checks: files exist, ids unique, streams fed, classes import, params fit."""
+    base = file.parent
+    feeds: list[FeedConfig] = []
+    seen_streams: dict[str, int] = {}
+    for i, feed in enumerate(config.broker.feeds):
+        key = f"broker.feeds[{i}]"
+        if feed.stream in seen_streams:
+            raise ConfigError(
+                file,
+                key,
+                f"stream {feed.stream} is already fed by broker.feeds[{seen_streams[feed.stream]}]",
+            )
+        seen_streams[feed.stream] = i
+        data = (base / feed.path).resolve()
+        if not data.is_file():
+            raise ConfigError(file, f"{key}.path", f"data file not found: {data}")
+        feeds.append(msgspec.structs.replace(feed, path=str(data)))
+    seen_ids: dict[str, int] = {}
+    for i, strategy in enumerate(config.strategies):
+        key = f"strategies[{i}]"
+        if strategy.id in seen_ids:
+            raise ConfigError(
+                file,
+                f"{key}.id",
+                f"duplicate strategy id {strategy.id!r} (also strategies[{seen_ids[strategy.id]}])",
+            )
+        seen_ids[strategy.id] = i
+        for j, stream in enumerate(strategy.streams):
+            if stream not in seen_streams:
+                raise ConfigError(
+                    file, f"{key}.symbols[{j}]", f"no broker feed for stream {stream}"
+                )
+        try:
+            cls = load_strategy_class(strategy.class_path)
+        except StrategyLoadError as exc:
+            raise ConfigError(file, f"{key}.class", str(exc)) from None
+        _convert(strategy.params, cls.Params, file, f"{key}.params")
+    runtime = config.runtime
+    if runtime.run_dir is not None:
+        runtime = msgspec.structs.replace(runtime, run_dir=str((base / runtime.run_dir).resolve()))
+    broker = msgspec.structs.replace(config.broker, feeds=feeds)
+    return msgspec.structs.replace(config, runtime=runtime, broker=broker)
+
+
+def _merge(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``own`` over ``defaults``: tables merge, everything else (lists too) replaces."""
+    merged = dict(defaults)
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_AT = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+
+
+def _convert(raw: Any, type_: type[_T], file: Path, prefix: str) -> _T:
+    """``msgspec.convert`` with its error rewritten as ``file: key.path: problem``."""
+    try:
+        return msgspec.convert(raw, type_)
+    except msgspec.ValidationError as exc:
+        raise _config_error(str(exc), file, prefix) from None
+
+
+def _config_error(message: str, file: Path, prefix: str) -> ConfigError:
+    match = _AT.match(message)
+    assert match is not None
+    problem, path = match["problem"], match["path"] or ""
+    key = prefix + path
+    for pattern, text in ((_UNKNOWN, "unknown key"), (_MISSING, "required key is missing")):
+        found = pattern.match(problem)
+        if found:
+            key = f"{key}.{found['field']}" if key else found["field"]
+            problem = text
+    if key.startswith("."):
+        key = key[1:]
+    return ConfigError(file, key, problem)
+
+
+def _fail(file: Path, key: str, problem: str) -> Any:
+    raise ConfigError(file, key, problem)

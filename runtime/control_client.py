@@ -1,0 +1,59 @@
+"""The CLI's side of the control socket: a DEALER, one request id per call, a timeout."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any
+
+import msgspec
+import zmq
+
+from runtime.messages import CONTROL_REPLY_DECODER, ControlReply, DownRequest, PsRequest
+from runtime.transport import close_all, open_socket, send_payload
+
+__all__ = ["ControlClient", "ControlError"]
+
+_ids = itertools.count(1)
+
+
+class ControlError(Exception):
+    """No manager answered, or it answered with an error."""
+
+
+class ControlClient:
+    """Sends one request at a time and waits for the reply carrying the same id."""
+
+    def __init__(self, endpoint: str, timeout_s: float = 5.0) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+
+    def request(self, request: PsRequest | DownRequest) -> ControlReply:
+        """Send ``request``; replies with another id (stale ones) are dropped."""
+        path = self.endpoint.removeprefix("ipc://")
+        if self.endpoint.startswith("ipc://") and not os.path.exists(path):
+            raise ControlError(f"no stratrun manager is running (no socket {path})")
+        ctx: zmq.Context[Any] = zmq.Context()
+        sock = open_socket(ctx, zmq.DEALER, connect=self.endpoint)
+        try:
+            send_payload(sock, request)
+            deadline = time.monotonic() + self.timeout_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                if not sock.poll(int(remaining * 1000) + 1):
+                    break
+                try:
+                    reply: ControlReply = CONTROL_REPLY_DECODER.decode(sock.recv())
+                except msgspec.DecodeError:
+                    continue
+                if reply.req_id == request.req_id:
+                    return reply
+            raise ControlError(f"the manager did not answer within {self.timeout_s:g}s")
+        finally:
+            close_all(sock)
+            ctx.term()
+
+    @staticmethod
+    def next_id() -> int:
+        """A request id unique within this process."""
+        return next(_ids) + (os.getpid() << 20)

@@ -1,0 +1,106 @@
+"""Per-strategy figures folded from the event stream (candles, events, positions, PnL).
+
+The aggregator applies every newly journaled event; the metrics collector reads a snapshot
+from the HTTP thread, hence the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from runtime.messages import Event, OpenPosition, PositionClosed, PositionOpened, Stats
+
+__all__ = ["Figures", "StrategyFigures"]
+
+_EPSILON = 1e-12
+
+
+@dataclass(slots=True)
+class StrategyFigures:
+    """What the journal says about one strategy so far."""
+
+    candles: int = 0
+    frames_rejected: int = 0
+    realized_pnl: float = 0.0
+    last_seq: int = 0
+    last_event_ns: int = 0
+    events_by_kind: Counter[str] = field(default_factory=Counter)
+    positions: dict[str, OpenPosition] = field(default_factory=dict)
+
+    def copy(self) -> StrategyFigures:
+        return StrategyFigures(
+            self.candles,
+            self.frames_rejected,
+            self.realized_pnl,
+            self.last_seq,
+            self.last_event_ns,
+            Counter(self.events_by_kind),
+            dict(self.positions),
+        )
+
+
+class Figures:
+    """Figures of every strategy seen, keyed by strategy id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_strategy: dict[str, StrategyFigures] = {}
+
+    def apply(self, event: Event) -> None:
+        """Fold one journaled event in (call once per event: the journal deduplicates)."""
+        with self._lock:
+            fig = self._by_strategy.setdefault(event.strategy_id, StrategyFigures())
+            body = event.body
+            fig.events_by_kind[type(body).__struct_config__.tag] += 1  # type: ignore[index]
+            fig.last_seq = max(fig.last_seq, event.seq)
+            fig.last_event_ns = max(fig.last_event_ns, event.ts_ns)
+            match body:
+                case Stats():
+                    fig.candles += body.candles
+                    fig.frames_rejected += body.frames_rejected
+                case PositionOpened():
+                    _open(fig.positions, body)
+                case PositionClosed():
+                    fig.realized_pnl += body.realized_pnl
+                    _close(fig.positions, body)
+
+    def get(self, strategy_id: str) -> StrategyFigures:
+        """A copy of one strategy's figures (zeros for a strategy never seen)."""
+        with self._lock:
+            fig = self._by_strategy.get(strategy_id)
+            return fig.copy() if fig else StrategyFigures()
+
+    def snapshot(self) -> dict[str, StrategyFigures]:
+        """A copy of everything, safe to read without the lock."""
+        with self._lock:
+            return {sid: fig.copy() for sid, fig in self._by_strategy.items()}
+
+
+def _open(positions: dict[str, OpenPosition], body: PositionOpened) -> None:
+    held = positions.get(body.symbol)
+    if held is None or held.side != body.side:
+        positions[body.symbol] = OpenPosition(
+            body.symbol, body.side, body.quantity, body.entry_price, body.entry_fee, body.opened_at
+        )
+        return
+    total = held.quantity + body.quantity
+    price = (held.entry_price * held.quantity + body.entry_price * body.quantity) / total
+    positions[body.symbol] = OpenPosition(
+        body.symbol, body.side, total, price, held.entry_fee + body.entry_fee, held.opened_at
+    )
+
+
+def _close(positions: dict[str, OpenPosition], body: PositionClosed) -> None:
+    held = positions.get(body.symbol)
+    if held is None:
+        return
+    left = held.quantity - body.quantity
+    if left <= _EPSILON:
+        del positions[body.symbol]
+        return
+    fee_left = held.entry_fee * left / held.quantity
+    positions[body.symbol] = OpenPosition(
+        held.symbol, held.side, left, held.entry_price, fee_left, held.opened_at
+    )

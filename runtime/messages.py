@@ -1,0 +1,441 @@
+"""Every message that crosses a socket, as frozen msgspec structs encoded as MessagePack.
+
+One module holds the whole wire protocol: the structs, the unions that name "any valid
+message" on each socket direction, and the encoders and strict typed decoders built once.
+A frame that does not decode into the expected type raises ``msgspec.DecodeError`` (or its
+subclass ``ValidationError``); receivers count and drop it. New fields are only ever
+appended, with defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "CANDLE_DECODER",
+    "CONTROL_REPLY_DECODER",
+    "CONTROL_REQUEST_DECODER",
+    "ENCODER",
+    "EVENTS_DOWN_DECODER",
+    "EVENTS_UP_DECODER",
+    "EVENT_BODY_JSON_DECODER",
+    "EVENT_BODY_JSON_ENCODER",
+    "FEED_HEARTBEAT_DECODER",
+    "HEARTBEAT_TOPIC",
+    "SUPERVISION_DOWN_DECODER",
+    "SUPERVISION_UP_DECODER",
+    "Ack",
+    "Candle",
+    "ChildHeartbeat",
+    "ChildReady",
+    "ControlReply",
+    "ControlRequest",
+    "Direction",
+    "DownRequest",
+    "Error",
+    "ErrorReply",
+    "Event",
+    "EventBody",
+    "EventsDown",
+    "EventsUp",
+    "FeedHeartbeat",
+    "Heartbeat",
+    "Hello",
+    "Log",
+    "OkReply",
+    "OpenPosition",
+    "OrderFilled",
+    "OrderRejected",
+    "OrderSubmitted",
+    "PositionClosed",
+    "PositionOpened",
+    "PositionSide",
+    "ProcessRow",
+    "PsReply",
+    "PsRequest",
+    "Role",
+    "Side",
+    "Signal",
+    "StartFeed",
+    "Stats",
+    "SupervisionDown",
+    "SupervisionUp",
+    "Welcome",
+    "candle_topic",
+    "parse_candle_topic",
+]
+
+Side = Literal["buy", "sell"]
+Direction = Literal["long", "short", "flat"]
+PositionSide = Literal["long", "short"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+Role = Literal["broker", "aggregator", "worker"]
+
+Price = Annotated[float, msgspec.Meta(gt=0.0)]
+Quantity = Annotated[float, msgspec.Meta(gt=0.0)]
+
+
+class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of every wire struct: immutable, and a typo in a field name fails to decode."""
+
+
+# --------------------------------------------------------------------------- market data
+
+HEARTBEAT_TOPIC = b"hb|"
+
+
+def candle_topic(symbol: str, timeframe: str) -> bytes:
+    """The PUB/SUB topic frame of one candle stream: ``c|SYMBOL|TIMEFRAME``.
+
+    The trailing ``|`` keeps prefix matching exact: ``c|ETH|5m|`` does not match ``c|ETH|5m0``.
+    """
+    return f"c|{symbol}|{timeframe}|".encode()
+
+
+def parse_candle_topic(topic: bytes) -> tuple[str, str] | None:
+    """Return ``(symbol, timeframe)`` of a candle topic frame, or None if it is not one."""
+    parts = topic.split(b"|")
+    if len(parts) != 4 or parts[0] != b"c" or parts[3] != b"" or not parts[1] or not parts[2]:
+        return None
+    try:
+        return parts[1].decode(), parts[2].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+class Candle(_Wire, array_like=True, frozen=True):
+    """One closed OHLCV candle of one stream.
+
+    Parameters
+    ----------
+    symbol, timeframe:
+        The stream, e.g. ``ETH-BTC`` and ``5m``.
+    open_time:
+        Open time in milliseconds since the epoch, UTC.
+    open, high, low, close, volume:
+        Prices in quote currency, volume in base units.
+    seq:
+        Position in its stream, from 1 with no holes, per broker incarnation.
+    publish_ns:
+        The broker's ``time.time_ns()`` when it published the candle (for latency figures).
+    """
+
+    symbol: str
+    timeframe: str
+    open_time: int
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Annotated[float, msgspec.Meta(ge=0.0)]
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    publish_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if not all(map(math.isfinite, (self.open, self.high, self.low, self.close, self.volume))):
+            raise ValueError("candle has a non-finite price or volume")
+        if self.low > min(self.open, self.close):
+            raise ValueError("candle low is above open or close")
+        if self.high < max(self.open, self.close):
+            raise ValueError("candle high is below open or close")
+
+
+class FeedHeartbeat(_Wire, frozen=True):
+    """Broker liveness, published on ``hb|`` whether or not the market is quiet.
+
+    Parameters
+    ----------
+    incarnation:
+        Random id of this broker process; a new value means the broker restarted.
+    ts_ns:
+        Broker wall clock when sent.
+    last_seq:
+        Last published ``seq`` of each stream, keyed ``SYMBOL|TIMEFRAME``.
+    started:
+        Whether the replay has begun (before it, heartbeats are the subscription handshake).
+    """
+
+    incarnation: str
+    ts_ns: int
+    last_seq: dict[str, int]
+    started: bool
+
+
+# --------------------------------------------------------------------------- events
+
+
+class _Body(_Wire, tag_field="kind", frozen=True):
+    """Base of event bodies: the tag field ``kind`` names what happened."""
+
+
+class Signal(_Body, tag="signal", frozen=True):
+    """The strategy's view changed on a stream."""
+
+    symbol: str
+    timeframe: str
+    direction: Direction
+    strength: float = 1.0
+    reason: str = ""
+
+
+class OrderSubmitted(_Body, tag="order_submitted", frozen=True):
+    """A market order was handed to the execution model."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    quantity: Quantity
+    reason: str = ""
+
+
+class OrderFilled(_Body, tag="order_filled", frozen=True):
+    """An order filled; ``fee`` is in quote currency, ``fill_time`` in ms UTC."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    quantity: Quantity
+    price: Price
+    fee: float
+    fill_time: int
+
+
+class OrderRejected(_Body, tag="order_rejected", frozen=True):
+    """An order was refused before it filled."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    reason: str
+
+
+class PositionOpened(_Body, tag="position_opened", frozen=True):
+    """A position came into being at ``entry_price``; ``entry_fee`` is already paid."""
+
+    symbol: str
+    side: PositionSide
+    quantity: Quantity
+    entry_price: Price
+    entry_fee: float
+    opened_at: int
+
+
+class PositionClosed(_Body, tag="position_closed", frozen=True):
+    """A position was closed; ``realized_pnl`` is net of entry and exit fees."""
+
+    symbol: str
+    side: PositionSide
+    quantity: Quantity
+    entry_price: Price
+    exit_price: Price
+    fees: float
+    realized_pnl: float
+    opened_at: int
+    closed_at: int
+
+
+class Log(_Body, tag="log", frozen=True):
+    """A log record the strategy wants on the event stream as well as in its file."""
+
+    level: LogLevel
+    message: str
+    logger: str = ""
+
+
+class Error(_Body, tag="error", frozen=True):
+    """Something raised inside the worker and was contained; ``where`` names the hook."""
+
+    where: str
+    message: str
+    traceback: str = ""
+
+
+class Stats(_Body, tag="stats", frozen=True):
+    """Periodic figures; ``candles`` counts candles processed since the previous Stats."""
+
+    candles: int
+    frames_rejected: int = 0
+    rss_bytes: int = 0
+
+
+class Heartbeat(_Body, tag="heartbeat", frozen=True):
+    """Sent when a strategy has been quiet for a while, so quiet is not mistaken for dead."""
+
+    pid: int
+    uptime_s: float
+
+
+EventBody = (
+    Signal
+    | OrderSubmitted
+    | OrderFilled
+    | OrderRejected
+    | PositionOpened
+    | PositionClosed
+    | Log
+    | Error
+    | Stats
+    | Heartbeat
+)
+
+
+class Event(_Wire, tag="event", frozen=True):
+    """The envelope of everything a strategy reports.
+
+    Parameters
+    ----------
+    strategy_id:
+        The strategy that emitted it; every event carries one.
+    seq:
+        Per strategy, from 1, increasing across restarts of that strategy.
+    ts_ns:
+        Worker wall clock when emitted.
+    body:
+        What happened.
+    """
+
+    strategy_id: str
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    ts_ns: int
+    body: EventBody
+
+
+class Hello(_Wire, tag="hello", frozen=True):
+    """A worker introduces itself to the aggregator and asks where its strategy left off."""
+
+    strategy_id: str
+    pid: int
+
+
+class OpenPosition(_Wire, frozen=True):
+    """An open position as the journal knows it, handed back to a restarting worker."""
+
+    symbol: str
+    side: PositionSide
+    quantity: Quantity
+    entry_price: Price
+    entry_fee: float
+    opened_at: int
+
+
+class Welcome(_Wire, tag="welcome", frozen=True):
+    """The aggregator's answer to Hello: the last journaled seq and the open positions."""
+
+    strategy_id: str
+    last_seq: int
+    open_positions: list[OpenPosition]
+    realized_pnl: float
+    candles: int
+
+
+class Ack(_Wire, tag="ack", frozen=True):
+    """Every event of ``strategy_id`` up to ``seq`` is committed to the journal."""
+
+    strategy_id: str
+    seq: int
+
+
+EventsUp = Event | Hello
+EventsDown = Welcome | Ack
+
+# --------------------------------------------------------------------------- supervision
+
+
+class ChildReady(_Wire, tag="ready", frozen=True):
+    """A child process is up and serving; ``detail`` holds role-specific facts (metrics URL)."""
+
+    name: str
+    role: Role
+    pid: int
+    detail: dict[str, str] = {}
+
+
+class ChildHeartbeat(_Wire, tag="heartbeat", frozen=True):
+    """Periodic liveness and figures of one child, for ``ps``."""
+
+    name: str
+    candles: int = 0
+    open_positions: int = 0
+    realized_pnl: float = 0.0
+
+
+class StartFeed(_Wire, tag="start_feed", frozen=True):
+    """Manager to broker: every worker is subscribed, start publishing candles."""
+
+
+SupervisionUp = ChildReady | ChildHeartbeat
+SupervisionDown = StartFeed
+
+# --------------------------------------------------------------------------- control
+
+
+class PsRequest(_Wire, tag="ps", frozen=True):
+    """List every process the manager runs."""
+
+    req_id: int
+
+
+class DownRequest(_Wire, tag="down", frozen=True):
+    """Stop everything: workers, then the broker, then the aggregator, then the manager."""
+
+    req_id: int
+
+
+ControlRequest = PsRequest | DownRequest
+
+
+class ProcessRow(_Wire, frozen=True):
+    """One process as ``stratrun ps`` shows it."""
+
+    name: str
+    role: Role
+    pid: int
+    state: str
+    uptime_s: float
+    restarts: int
+    candles: int = 0
+    open_positions: int = 0
+    realized_pnl: float = 0.0
+    detail: dict[str, str] = {}
+
+
+class PsReply(_Wire, tag="ps_reply", frozen=True):
+    """The answer to PsRequest."""
+
+    req_id: int
+    rows: list[ProcessRow]
+
+
+class OkReply(_Wire, tag="ok", frozen=True):
+    """A command was accepted."""
+
+    req_id: int
+    message: str = ""
+
+
+class ErrorReply(_Wire, tag="error", frozen=True):
+    """A command was refused; ``req_id`` is 0 when the request could not be decoded."""
+
+    req_id: int
+    message: str
+
+
+ControlReply = PsReply | OkReply | ErrorReply
+
+# One encoder for everything and one strict decoder per socket direction, built once.
+ENCODER = msgspec.msgpack.Encoder()
+CANDLE_DECODER = msgspec.msgpack.Decoder(Candle)
+FEED_HEARTBEAT_DECODER = msgspec.msgpack.Decoder(FeedHeartbeat)
+EVENTS_UP_DECODER = msgspec.msgpack.Decoder(EventsUp)
+EVENTS_DOWN_DECODER = msgspec.msgpack.Decoder(EventsDown)
+SUPERVISION_UP_DECODER = msgspec.msgpack.Decoder(SupervisionUp)
+SUPERVISION_DOWN_DECODER = msgspec.msgpack.Decoder(SupervisionDown)
+CONTROL_REQUEST_DECODER = msgspec.msgpack.Decoder(ControlRequest)
+CONTROL_REPLY_DECODER = msgspec.msgpack.Decoder(ControlReply)
+# The journal keeps bodies as JSON so that they read well in sqlite3 and json_extract().
+EVENT_BODY_JSON_ENCODER = msgspec.json.Encoder()
+EVENT_BODY_JSON_DECODER = msgspec.json.Decoder(EventBody)

@@ -1,0 +1,74 @@
+"""What the manager hands each child process: its role's config and the endpoints to use.
+
+The manager writes one spec file per child under ``<run_dir>/specs/`` and starts the child
+with its path; the child never re-reads the user's config file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from runtime.config import AggregatorConfig, BrokerConfig, StrategyConfig
+
+__all__ = [
+    "AggregatorSpec",
+    "BrokerSpec",
+    "ChildSpec",
+    "Endpoints",
+    "WorkerSpec",
+    "read_spec",
+    "write_spec",
+]
+
+
+class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
+    """The ZeroMQ endpoints of one system."""
+
+    market_data: str
+    events: str
+    supervision: str
+    control: str
+
+
+class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag=True):
+    name: str
+    endpoints: Endpoints
+    log_level: str = "info"
+
+
+class BrokerSpec(_Spec, frozen=True):
+    """The broker's spec."""
+
+    broker: BrokerConfig
+
+
+class AggregatorSpec(_Spec, frozen=True):
+    """The aggregator's spec; ``journal`` is the SQLite file."""
+
+    aggregator: AggregatorConfig
+    journal: str
+
+
+class WorkerSpec(_Spec, frozen=True):
+    """One worker's spec: its strategy's merged config."""
+
+    strategy: StrategyConfig
+    ready_timeout_s: float = 15.0
+
+
+ChildSpec = BrokerSpec | AggregatorSpec | WorkerSpec
+
+
+def write_spec(path: Path, spec: ChildSpec) -> None:
+    """Write ``spec`` atomically (a child may be starting from the previous version)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.encode(spec))
+    tmp.replace(path)
+
+
+def read_spec(path: str | Path) -> ChildSpec:
+    """Read a spec written by :func:`write_spec`."""
+    spec: ChildSpec = msgspec.json.decode(Path(path).read_bytes(), type=ChildSpec)
+    return spec

@@ -1,0 +1,279 @@
+"""The worker process: one strategy, its market-data subscription and its event link.
+
+Start-up order: say Hello to the aggregator (learn the last seq and open positions),
+subscribe to the strategy's streams, wait for a feed heartbeat (proof the subscriptions
+reached the broker), then report ready to the manager.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import msgspec
+import psutil
+import zmq
+
+from runtime.child import StopFlag, SupervisionLink, setup_logging
+from runtime.messages import (
+    CANDLE_DECODER,
+    EVENTS_DOWN_DECODER,
+    HEARTBEAT_TOPIC,
+    Ack,
+    ChildHeartbeat,
+    Event,
+    Heartbeat,
+    Hello,
+    Stats,
+    Welcome,
+    candle_topic,
+)
+from runtime.specs import WorkerSpec, read_spec
+from runtime.transport import RejectCounter, close_all, open_socket, send_payload
+from workers.outbox import Outbox
+from workers.runner import StrategyRunner
+
+__all__ = ["main"]
+
+_QUIET_HEARTBEAT_S = 5.0  # a Heartbeat event after this long without any other event
+_RESEND_AFTER_S = 5.0  # resend unacknowledged events when no ack came for this long
+_FLUSH_TIMEOUT_S = 3.0  # on stop, how long to wait for the last acknowledgement
+
+
+class StartupError(Exception):
+    """The worker could not get ready (aggregator or broker did not answer in time)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the worker described by the spec file named in ``argv``."""
+    args = sys.argv[1:] if argv is None else argv
+    spec = read_spec(args[0])
+    if not isinstance(spec, WorkerSpec):
+        raise SystemExit(f"{args[0]} is not a worker spec")
+    log = setup_logging(f"worker.{spec.strategy.id}", spec.log_level)
+    stop = StopFlag()
+    ctx: zmq.Context[Any] = zmq.Context()
+    sockets: list[zmq.Socket[Any]] = []
+    try:
+        worker = _Worker(ctx, spec, stop, log, sockets)
+        worker.start()
+        worker.run()
+        worker.finish()
+        return 0
+    except StartupError as exc:
+        log.error("not ready: %s", exc)
+        return 1
+    finally:
+        close_all(*sockets)
+        ctx.term()
+
+
+class _Worker:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        spec: WorkerSpec,
+        stop: StopFlag,
+        log: logging.Logger,
+        sockets: list[zmq.Socket[Any]],
+    ) -> None:
+        self.spec = spec
+        self.sid = spec.strategy.id
+        self.stop = stop
+        self.log = log
+        self.rejects = RejectCounter()
+        self.events = open_socket(ctx, zmq.DEALER, connect=spec.endpoints.events, sndhwm=100_000)
+        self.sub = open_socket(ctx, zmq.SUB, rcvhwm=100_000)
+        sockets += [self.events, self.sub]
+        self.sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "worker")
+        sockets.append(self.sup.socket)
+        self.topics = {candle_topic(*s.split("|")) for s in spec.strategy.streams}
+        self.process = psutil.Process()
+        self.started_at = time.monotonic()
+        self.candles_reported = 0
+        self.rejects_reported = 0
+        self.last_ack_progress = time.monotonic()
+        self.runner: StrategyRunner | None = None
+        self.candles_before = 0
+
+    # -- start-up ------------------------------------------------------------------
+
+    def start(self) -> None:
+        deadline = time.monotonic() + self.spec.ready_timeout_s
+        send_payload(self.events, Hello(self.sid, os.getpid()))
+        welcome = self._await_welcome(deadline)
+        outbox = Outbox(self.sid, welcome.last_seq, self._send_event)
+        self.runner = StrategyRunner(self.spec.strategy, outbox)
+        self.runner.restore(welcome.open_positions, welcome.realized_pnl)
+        self.candles_before = welcome.candles
+        for topic in sorted(self.topics):
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+        # Subscriptions travel on one pipe and are sent in topic order ("c|..." before "hb|"),
+        # so a heartbeat received means the candle subscriptions reached the broker too.
+        self.sub.connect(self.spec.endpoints.market_data)
+        self.sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+        self._await_feed(deadline)
+        self.runner.start()
+        self.log.info(
+            "strategy %s ready: streams %s, resuming after seq %d with %d open positions",
+            self.sid,
+            ", ".join(self.spec.strategy.streams),
+            welcome.last_seq,
+            len(welcome.open_positions),
+        )
+        self.sup.ready()
+
+    def _await_welcome(self, deadline: float) -> Welcome:
+        while not self.stop.set:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if self.events.poll(int(remaining * 1000) + 1):
+                try:
+                    reply = EVENTS_DOWN_DECODER.decode(self.events.recv())
+                except msgspec.DecodeError:
+                    self.rejects.add("events", "decode")
+                    continue
+                if isinstance(reply, Welcome) and reply.strategy_id == self.sid:
+                    return reply
+        raise StartupError("the aggregator did not answer Hello")
+
+    def _await_feed(self, deadline: float) -> None:
+        while not self.stop.set:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if self.sub.poll(int(remaining * 1000) + 1):
+                frames = self.sub.recv_multipart()
+                if frames[0] == HEARTBEAT_TOPIC:
+                    return
+                self._on_market_data(frames)  # a candle already: the feed is live
+                return
+        raise StartupError("no feed heartbeat from the broker")
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        assert self.runner is not None
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        poller.register(self.events, zmq.POLLIN)
+        poller.register(self.sup.socket, zmq.POLLIN)
+        next_stats = time.monotonic() + self.spec.strategy.stats_interval_s
+        while not self.stop.set:
+            ready = dict(poller.poll(100))
+            if self.sub in ready:
+                self._drain_market_data()
+            if self.events in ready:
+                self._drain_acks()
+            if self.sup.socket in ready:
+                self.sup.receive()
+            now = time.monotonic()
+            if now >= next_stats:
+                next_stats = now + self.spec.strategy.stats_interval_s
+                self._report_stats()
+            if now - self.runner.outbox.last_emit_monotonic >= _QUIET_HEARTBEAT_S:
+                self.runner.emit(Heartbeat(os.getpid(), now - self.started_at))
+            outbox = self.runner.outbox
+            if outbox.unacked and now - self.last_ack_progress >= _RESEND_AFTER_S:
+                self.log.warning(
+                    "no acknowledgement for %.0fs; resending %d events",
+                    now - self.last_ack_progress,
+                    len(outbox.unacked),
+                )
+                outbox.resend()
+                self.last_ack_progress = now
+            if self.sup.heartbeat_due(now):
+                self.sup.heartbeat(now, self._figures())
+
+    def finish(self) -> None:
+        """Graceful stop: let the strategy stop, report, wait briefly for the last ack."""
+        assert self.runner is not None
+        self.runner.stop()
+        self._report_stats(always=True)
+        deadline = time.monotonic() + _FLUSH_TIMEOUT_S
+        while not self.runner.outbox.all_acked and time.monotonic() < deadline:
+            if self.events.poll(50):
+                self._drain_acks()
+        left = len(self.runner.outbox.unacked)
+        if left:
+            self.log.warning("stopping with %d events not acknowledged", left)
+        self.log.info("strategy %s stopped after %d candles", self.sid, self.runner.candles)
+
+    def _drain_market_data(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_market_data(frames)
+
+    def _on_market_data(self, frames: list[bytes]) -> None:
+        assert self.runner is not None
+        if len(frames) != 2:
+            self.rejects.add("market_data", "frame_count")
+            return
+        topic, payload = frames
+        if topic == HEARTBEAT_TOPIC:
+            return
+        if topic not in self.topics:
+            self.rejects.add("market_data", "topic")
+            return
+        try:
+            candle = CANDLE_DECODER.decode(payload)
+        except msgspec.DecodeError:
+            self.rejects.add("market_data", "decode")
+            return
+        if candle_topic(candle.symbol, candle.timeframe) != topic:
+            self.rejects.add("market_data", "topic_mismatch")
+            return
+        self.runner.on_candle(candle)
+
+    def _drain_acks(self) -> None:
+        assert self.runner is not None
+        while True:
+            try:
+                frame = self.events.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = EVENTS_DOWN_DECODER.decode(frame)
+            except msgspec.DecodeError:
+                self.rejects.add("events", "decode")
+                continue
+            if isinstance(message, Ack) and message.strategy_id == self.sid:
+                if message.seq > self.runner.outbox.acked_seq:
+                    self.last_ack_progress = time.monotonic()
+                self.runner.outbox.ack(message.seq)
+
+    def _send_event(self, event: Event) -> None:
+        try:
+            send_payload(self.events, event, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # kept in the outbox; resent when acknowledgements stall
+
+    def _report_stats(self, always: bool = False) -> None:
+        assert self.runner is not None
+        candles = self.runner.candles - self.candles_reported
+        rejected = self.rejects.total - self.rejects_reported
+        if not (candles or rejected or always):
+            return
+        self.candles_reported += candles
+        self.rejects_reported += rejected
+        self.runner.emit(Stats(candles, rejected, self.process.memory_info().rss))
+
+    def _figures(self) -> ChildHeartbeat:
+        assert self.runner is not None
+        return ChildHeartbeat(
+            self.sup.name,
+            candles=self.candles_before + self.runner.candles,
+            open_positions=len(self.runner.execution.positions),
+            realized_pnl=self.runner.execution.realized_pnl,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Moving-average crossover: long when the fast SMA is above the slow one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from runtime.messages import Candle, Direction
+from workers.indicators import SMA
+from workers.strategy import Strategy, StrategyContext
+
+__all__ = ["SmaCross", "SmaCrossParams"]
+
+
+class SmaCrossParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Parameters of :class:`SmaCross`.
+
+    Parameters
+    ----------
+    fast, slow:
+        Periods of the two simple moving averages of the close; ``fast < slow``.
+    allow_short:
+        Go short on a downward cross instead of flat.
+    """
+
+    fast: Annotated[int, msgspec.Meta(ge=1)] = 10
+    slow: Annotated[int, msgspec.Meta(ge=2)] = 30
+    allow_short: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fast >= self.slow:
+            raise ValueError("fast must be smaller than slow")
+
+
+class SmaCross(Strategy):
+    """Goes long when SMA(fast) crosses above SMA(slow); flat (or short) on the cross down."""
+
+    Params = SmaCrossParams
+
+    def __init__(self, ctx: StrategyContext, params: msgspec.Struct) -> None:
+        super().__init__(ctx, params)
+        assert isinstance(params, SmaCrossParams)
+        self.p = params
+        self._fast: dict[str, SMA] = {}
+        self._slow: dict[str, SMA] = {}
+        self._above: dict[str, bool] = {}
+
+    def on_candle(self, candle: Candle) -> None:
+        key = candle.symbol
+        fast = self._fast.setdefault(key, SMA(self.p.fast)).update(candle.close)
+        slow = self._slow.setdefault(key, SMA(self.p.slow)).update(candle.close)
+        if fast is None or slow is None:
+            return
+        above = fast > slow
+        was_above = self._above.get(key)
+        self._above[key] = above
+        if was_above is None or above == was_above:
+            return
+        direction: Direction = "long" if above else ("short" if self.p.allow_short else "flat")
+        reason = f"sma{self.p.fast} {'above' if above else 'below'} sma{self.p.slow}"
+        self.ctx.signal(candle, direction, reason=reason)
+        self.ctx.target(candle.symbol, direction, reason)

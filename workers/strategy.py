@@ -1,0 +1,84 @@
+"""The strategy API: the base class users subclass and the context it acts through."""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar, Protocol
+
+import msgspec
+
+from runtime.messages import Candle, Direction, OrderFilled, PositionSide, Side
+
+__all__ = ["NoParams", "PositionView", "Strategy", "StrategyContext"]
+
+
+class NoParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Params of a strategy that takes none."""
+
+
+class PositionView(msgspec.Struct, frozen=True):
+    """A read-only copy of one open position."""
+
+    symbol: str
+    side: PositionSide
+    quantity: float
+    entry_price: float
+    opened_at: int
+
+
+class StrategyContext(Protocol):
+    """What a strategy may see and do; the worker provides it."""
+
+    @property
+    def strategy_id(self) -> str:
+        """The id of the strategy, as in the config."""
+        ...
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger writing to this strategy's log file (warnings also become events)."""
+        ...
+
+    def position(self, symbol: str) -> PositionView | None:
+        """The open position on ``symbol``, or None when flat."""
+        ...
+
+    def submit_market_order(self, symbol: str, side: Side, quantity: float, reason: str) -> str:
+        """Queue a market order, filled at the next candle's open; returns its order id."""
+        ...
+
+    def target(self, symbol: str, direction: Direction, reason: str) -> None:
+        """Be long, short or flat on ``symbol`` with the configured quantity (orders as needed)."""
+        ...
+
+    def signal(
+        self, candle: Candle, direction: Direction, strength: float = 1.0, reason: str = ""
+    ) -> None:
+        """Report a change of view on the candle's stream."""
+        ...
+
+
+class Strategy:
+    """Base class of every strategy. Subclasses set ``Params`` and override the hooks.
+
+    ``Params`` is a msgspec Struct (``forbid_unknown_fields=True``): the config's ``params``
+    table is validated against it before any process starts.
+    """
+
+    Params: ClassVar[type[msgspec.Struct]] = NoParams
+
+    def __init__(self, ctx: StrategyContext, params: msgspec.Struct) -> None:
+        self.ctx = ctx
+        self.params = params
+
+    def on_start(self) -> None:
+        """Called once, after warm-up and before the first candle."""
+
+    def on_candle(self, candle: Candle) -> None:
+        """Called on every closed candle of every stream the strategy subscribes to."""
+
+    def on_fill(self, fill: OrderFilled) -> None:
+        """Called after one of the strategy's orders filled."""
+
+    def on_stop(self) -> None:
+        """Called once when the strategy stops gracefully."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import click
 import msgspec
+import psutil
 
 from runtime.config import ConfigError, load_config
 from runtime.control_client import ControlClient, ControlError
@@ -166,13 +166,11 @@ def _manager_pid(run_dir: RunDir) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped by its parent) has stopped."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _duration(seconds: float) -> str:

@@ -41,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     registry = CollectorRegistry()
     registry.register(AggregatorCollector(figures, counters))
     cfg = spec.aggregator
-    server, thread = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
+    try:
+        server, thread = start_http_server(
+            cfg.metrics_port, addr=cfg.metrics_host, registry=registry
+        )
+    except OSError as exc:
+        log.error("cannot serve metrics on %s:%d: %s", cfg.metrics_host, cfg.metrics_port, exc)
+        journal.close()
+        return 1
     metrics_url = f"http://{cfg.metrics_host}:{server.server_port}/metrics"
     ctx: zmq.Context[Any] = zmq.Context()
     router = sup = None

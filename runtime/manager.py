@@ -241,7 +241,8 @@ class Manager:
                 continue
             if child.role != "worker" and not self.feed_started and child.state == "starting":
                 raise StartupFailed(
-                    f"{child.role} exited with status {code} while starting; see {child.log_path}"
+                    f"{child.role} exited with status {code} while starting: "
+                    f"{_last_error_line(child.log_path)} (log: {child.log_path})"
                 )
             runtime = self.config.runtime
             stable = child.state == "running" and now - child.started_at > 30.0
@@ -319,7 +320,13 @@ class Manager:
         """Workers first (they flush their events), then the broker, then the aggregator."""
         for role in ("worker", "broker", "aggregator"):
             group = [c for c in self.children.values() if c.role == role and c.popen is not None]
-            self._stop_group(group)
+            try:
+                self._stop_group(group)
+            except BaseException:
+                # Whatever went wrong (a second Ctrl-C included), no child may outlive us.
+                for child in self.children.values():
+                    child.kill()
+                raise
 
     def _stop_group(self, group: list[ChildProcess]) -> None:
         live = [c for c in group if c.poll_exit() is None]
@@ -385,3 +392,12 @@ class Manager:
             print(line, file=self.out, flush=True)
         except (BrokenPipeError, ValueError):
             pass  # whoever read our output went away; supervision goes on regardless
+
+
+def _last_error_line(log_path: Path) -> str:
+    """The last line a failed child wrote, to quote it rather than send the user digging."""
+    try:
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"

@@ -63,6 +63,17 @@ params = {{ period = 6, oversold = 40, exit_above = 55 }}
 STRATEGIES = ("sma_a", "sma_b", "rsi_c")
 
 
+def stratrun(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI against the system under test, as a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", "--run-dir", str(system.run_dir.root), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[RunningSystem]:
     config = write_config(tmp_path / "e2e.toml", CONFIG)
@@ -139,15 +150,18 @@ def test_up_journal_metrics_restart_and_down(system: RunningSystem) -> None:
 
     wait_until(resumed, 30, "sma_a to journal new events with continuing seqs")
 
+    # The CLI a user would type in another shell.
+    shown = stratrun(system, "ps")
+    assert shown.returncode == 0, shown.stderr
+    for sid in STRATEGIES:
+        assert re.search(rf"^{sid} +worker +\d+ +running ", shown.stdout, re.M), shown.stdout
+    assert "metrics: http://127.0.0.1:" in shown.stdout
+    logged = stratrun(system, "logs", "sma_b", "-n", "3")
+    assert logged.returncode == 0 and len(logged.stdout.splitlines()) == 3, logged.stderr
+
     # `stratrun down` stops everything; nothing is left running.
     pids = {row.pid for row in system.ps().values()}
-    down = subprocess.run(
-        [sys.executable, "-m", "runtime", "--run-dir", str(system.run_dir.root), "down"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    down = stratrun(system, "down")
     assert down.returncode == 0, down.stderr
     assert system.manager.wait(timeout=30) == 0
     assert not [pid for pid in pids if alive(pid)]

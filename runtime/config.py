@@ -40,6 +40,8 @@ class ConfigError(Exception):
     def __init__(self, file: Path | str, key: str, problem: str) -> None:
         self.file = str(file)
         self.key = key
+        # One line, whatever the cause said (an import error can span several).
+        problem = " ".join(problem.split())
         self.problem = problem
         where = f"{self.file}: {key}: " if key else f"{self.file}: "
         super().__init__(where + problem)
@@ -121,11 +123,11 @@ class ExecutionConfig(_Section, kw_only=True, frozen=True):
 class _Defaults(_Section, kw_only=True, frozen=True):
     """``[defaults]``: anything a strategy section may hold, except its id and class."""
 
-    symbols: list[str] | None = None
-    timeframe: str | None = None
-    execution: dict[str, Any] | None = None
+    symbols: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
+    timeframe: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)] | None = None
+    execution: ExecutionConfig | None = None
     params: dict[str, Any] | None = None
-    stats_interval_s: float | None = None
+    stats_interval_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class StrategyConfig(_Section, kw_only=True, frozen=True):

@@ -45,6 +45,9 @@ def follow_file(path: Path) -> Iterator[str]:
             except FileNotFoundError:
                 current = None
             if current is not None and (current.st_ino != inode or current.st_size < handle.tell()):
+                if partial:  # the old file ended mid-line: that fragment is all there will be
+                    yield partial
+                    partial = ""
                 handle.close()
                 handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
                 inode = os.fstat(handle.fileno()).st_ino

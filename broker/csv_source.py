@@ -43,6 +43,8 @@ def read_candles(path: str | Path) -> list[Row]:
         if header != _HEADER:
             raise CsvError(f"{path}:1: header must be {','.join(_HEADER)}, got {header}")
         for line, record in enumerate(reader, start=2):
+            if not record:
+                continue  # a blank line (a trailing newline too many) holds no candle
             try:
                 if len(record) != 6:
                     raise ValueError(f"expected 6 fields, got {len(record)}")

@@ -5,14 +5,23 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import zmq
 
-from broker.csv_source import CsvError, read_candles
+from broker.csv_source import CsvError, Row, read_candles
 from broker.replay import Replay, Stream
+from broker.resample import Resampler
 from runtime.child import StopFlag, SupervisionLink, setup_logging
-from runtime.messages import HEARTBEAT_TOPIC, ChildHeartbeat, FeedHeartbeat, StartFeed, candle_topic
+from runtime.messages import (
+    HEARTBEAT_TOPIC,
+    Candle,
+    ChildHeartbeat,
+    FeedHeartbeat,
+    StartFeed,
+    candle_topic,
+)
 from runtime.specs import BrokerSpec, read_spec
 from runtime.transport import close_all, open_socket, send_topic
 
@@ -75,6 +84,7 @@ def _serve(
     poller = zmq.Poller()
     poller.register(pub, zmq.POLLIN)
     poller.register(sup.socket, zmq.POLLIN)
+    publisher = _Publisher(pub, replay, spec)
     started = False
     started_at = 0.0
     published = 0
@@ -85,7 +95,7 @@ def _serve(
         now = time.monotonic()
         if now >= next_heartbeat:
             beat = FeedHeartbeat(
-                incarnation, time.time_ns(), {s.key: s.last_seq for s in replay.streams}, started
+                incarnation, time.time_ns(), {s.key: s.last_seq for s in publisher.streams}, started
             )
             try:
                 send_topic(pub, HEARTBEAT_TOPIC, beat, zmq.NOBLOCK)
@@ -106,7 +116,7 @@ def _serve(
                     started, started_at = True, time.monotonic()
                     log.info("feed started")
         if started:
-            published += _publish_due(pub, replay, time.monotonic() - started_at, stop)
+            published += publisher.publish_due(time.monotonic() - started_at, stop)
             if replay.finished and not announced_end:
                 log.info("replay finished after %d candles; heartbeats continue", published)
                 announced_end = True
@@ -121,20 +131,75 @@ def _drain_subscriptions(pub: zmq.Socket[Any]) -> None:
             return
 
 
-def _publish_due(pub: zmq.Socket[Any], replay: Replay, elapsed_s: float, stop: StopFlag) -> int:
-    """Publish every candle due by ``elapsed_s``; at speed 0 stop when subscribers are full."""
-    sent = 0
-    # Bound one burst so heartbeats and commands are still served at speed 0.
-    while sent < 1000 and not stop.set and replay.seconds_until_next(elapsed_s) == 0.0:
-        candle = replay.peek(time.time_ns())
-        assert candle is not None
+class _Publisher:
+    """Publishes the replay's candles and the higher-timeframe candles built from them.
+
+    A resampled candle is queued when its last base candle goes out and sent before the next
+    base candle, so at speed 0 (where a send may have to wait) none is ever dropped.
+    """
+
+    def __init__(self, pub: zmq.Socket[Any], replay: Replay, spec: BrokerSpec) -> None:
+        self._pub = pub
+        self._replay = replay
+        self._backlog: deque[Candle] = deque()
+        self.derived: dict[str, list[tuple[Stream, Resampler]]] = {}
+        for feed in spec.broker.feeds:
+            self.derived[feed.stream] = [
+                (Stream(feed.symbol, tf, ()), Resampler(feed.timeframe, tf))
+                for tf in feed.resample_to
+            ]
+
+    @property
+    def streams(self) -> list[Stream]:
+        """Every stream published: the replayed ones and the resampled ones."""
+        return [*self._replay.streams, *(s for d in self.derived.values() for s, _ in d)]
+
+    def publish_due(self, elapsed_s: float, stop: StopFlag) -> int:
+        """Publish what is due by ``elapsed_s``; returns how many candles went out."""
+        sent = 0
+        # Bound one burst so heartbeats and commands are still served at speed 0.
+        while sent < 1000 and not stop.set:
+            if self._backlog:
+                if not self._send(self._backlog[0]):
+                    break
+                self._backlog.popleft()
+            elif self._replay.seconds_until_next(elapsed_s) == 0.0:
+                candle = self._replay.peek(time.time_ns())
+                assert candle is not None
+                if not self._send(candle):
+                    break
+                self._replay.advance()
+                self._resample(candle)
+            else:
+                break
+            sent += 1
+        return sent
+
+    def _send(self, candle: Candle) -> bool:
         try:
-            send_topic(pub, candle_topic(candle.symbol, candle.timeframe), candle, zmq.NOBLOCK)
+            send_topic(
+                self._pub, candle_topic(candle.symbol, candle.timeframe), candle, zmq.NOBLOCK
+            )
         except zmq.Again:
-            break
-        replay.advance()
-        sent += 1
-    return sent
+            return False  # subscribers are full (speed 0): try again on the next turn
+        return True
+
+    def _resample(self, candle: Candle) -> None:
+        row = Row(
+            candle.open_time, candle.open, candle.high, candle.low, candle.close, candle.volume
+        )
+        for stream, resampler in self.derived.get(f"{candle.symbol}|{candle.timeframe}", ()):
+            for bar in resampler.update(row):
+                stream.last_seq += 1
+                self._backlog.append(
+                    Candle(
+                        stream.symbol,
+                        stream.timeframe,
+                        *bar,
+                        seq=stream.last_seq,
+                        publish_ns=time.time_ns(),
+                    )
+                )
 
 
 if __name__ == "__main__":

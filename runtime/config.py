@@ -14,7 +14,14 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from workers.loader import StrategyLoadError, load_strategy_class
+from broker.resample import can_resample, timeframe_ms
+from workers.indicators import IndicatorSpec
+from workers.loader import StrategyLoadError, add_plugin_paths, load_strategy_class
+from workers.services.analyzers import AnalyzerSpec
+from workers.services.entry import EntryConfig
+from workers.services.exit import ExitConfig
+from workers.services.filters import FilterConfig
+from workers.services.gate import GateConfig
 
 __all__ = [
     "AggregatorConfig",
@@ -29,6 +36,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+RULE_STRATEGY = "workers.strategies.rules:RuleStrategy"
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,31}$"
 _TIMEFRAME_PATTERN = r"^[1-9][0-9]*[smhdwM]$"
@@ -58,6 +66,8 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     ----------
     run_dir:
         Run directory, relative to the config file; the CLI's ``--run-dir`` wins.
+    plugin_paths:
+        Folders (relative to the config file) where strategy classes outside stratrun live.
     ready_timeout_s:
         How long a child may take to report ready before it counts as failed.
     stop_timeout_s:
@@ -67,6 +77,7 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     """
 
     run_dir: str | None = None
+    plugin_paths: list[str] = []
     ready_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     restart_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.5
@@ -79,11 +90,17 @@ class FeedConfig(_Section, kw_only=True, frozen=True):
     symbol: Annotated[str, msgspec.Meta(pattern=_SYMBOL_PATTERN)]
     timeframe: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)]
     path: str
+    resample_to: list[Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)]] = []
 
     @property
     def stream(self) -> str:
         """``SYMBOL|TIMEFRAME``, the stream's name."""
         return f"{self.symbol}|{self.timeframe}"
+
+    @property
+    def streams(self) -> list[str]:
+        """The base stream and every stream resampled from it."""
+        return [self.stream, *(f"{self.symbol}|{tf}" for tf in self.resample_to)]
 
 
 class BrokerConfig(_Section, kw_only=True, frozen=True):
@@ -123,6 +140,14 @@ class ExecutionConfig(_Section, kw_only=True, frozen=True):
 class _Defaults(_Section, kw_only=True, frozen=True):
     """``[defaults]``: anything a strategy section may hold, except its id and class."""
 
+    indicators: dict[str, IndicatorSpec] | None = None
+    analyzers: list[AnalyzerSpec] | None = None
+    entry: EntryConfig | None = None
+    exit: ExitConfig | None = None
+    filters: FilterConfig | None = None
+    gate: GateConfig | None = None
+    max_consecutive_errors: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
     symbols: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
     timeframe: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)] | None = None
     execution: ExecutionConfig | None = None
@@ -147,20 +172,44 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
         The strategy's own parameters, validated against its ``Params`` struct.
     stats_interval_s:
         How often the worker reports its figures.
+    indicators:
+        Named indicators (``{ type = "ema", period = 12 }``); only these are built.
+    analyzers:
+        Weighted analyzers scoring the indicators.
+    entry, exit, filters, gate:
+        Rules of the orchestrators (the declarative strategy drives them).
+    max_consecutive_errors:
+        After this many hook failures in a row the strategy stops itself (state ``errored``).
     """
 
     id: Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
-    class_path: str = msgspec.field(name="class")
+    class_path: str = msgspec.field(default=RULE_STRATEGY, name="class")
     symbols: Annotated[list[str], msgspec.Meta(min_length=1)]
     timeframe: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)]
     execution: ExecutionConfig = ExecutionConfig()
     params: dict[str, Any] = {}
     stats_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    indicators: dict[str, IndicatorSpec] = {}
+    analyzers: list[AnalyzerSpec] = []
+    entry: EntryConfig = EntryConfig()
+    exit: ExitConfig = ExitConfig()
+    filters: FilterConfig = FilterConfig()
+    gate: GateConfig | None = None
+    max_consecutive_errors: Annotated[int, msgspec.Meta(ge=1)] = 5
+
+    @property
+    def timeframes(self) -> list[str]:
+        """The decision timeframe first, then every other one indicators or the gate use."""
+        extra = {spec.timeframe for spec in self.indicators.values() if spec.timeframe}
+        if self.gate is not None:
+            extra.add(self.gate.timeframe)
+        extra.discard(self.timeframe)
+        return [self.timeframe, *sorted(extra)]
 
     @property
     def streams(self) -> list[str]:
         """``SYMBOL|TIMEFRAME`` of every stream the strategy uses."""
-        return [f"{s}|{self.timeframe}" for s in self.symbols]
+        return [f"{s}|{tf}" for s in self.symbols for tf in self.timeframes]
 
     def digest(self) -> str:
         """A hash of the merged section, to tell a changed strategy from an unchanged one."""
@@ -238,7 +287,20 @@ def _check(config: Config, file: Path) -> Config:
         data = (base / feed.path).resolve()
         if not data.is_file():
             raise ConfigError(file, f"{key}.path", f"data file not found: {data}")
+        for j, target in enumerate(feed.resample_to):
+            if not can_resample(feed.timeframe, target):
+                raise ConfigError(
+                    file, f"{key}.resample_to[{j}]", f"cannot build {target} from {feed.timeframe}"
+                )
         feeds.append(msgspec.structs.replace(feed, path=str(data)))
+    resampled = {i: list(feed.resample_to) for i, feed in enumerate(feeds)}
+    plugin_paths = []
+    for j, folder in enumerate(config.runtime.plugin_paths):
+        path = (base / folder).resolve()
+        if not path.is_dir():
+            raise ConfigError(file, f"runtime.plugin_paths[{j}]", f"no such folder: {path}")
+        plugin_paths.append(str(path))
+    add_plugin_paths(plugin_paths)
     seen_ids: dict[str, int] = {}
     for i, strategy in enumerate(config.strategies):
         key = f"strategies[{i}]"
@@ -249,21 +311,94 @@ def _check(config: Config, file: Path) -> Config:
                 f"duplicate strategy id {strategy.id!r} (also strategies[{seen_ids[strategy.id]}])",
             )
         seen_ids[strategy.id] = i
-        for j, stream in enumerate(strategy.streams):
-            if stream not in seen_streams:
-                raise ConfigError(
-                    file, f"{key}.symbols[{j}]", f"no broker feed for stream {stream}"
-                )
+        _check_rules(strategy, file, key)
+        for j, symbol in enumerate(strategy.symbols):
+            for timeframe, where in _timeframe_keys(strategy, key, j):
+                _feed_stream(feeds, resampled, symbol, timeframe, file, where)
         try:
             cls = load_strategy_class(strategy.class_path)
         except StrategyLoadError as exc:
             raise ConfigError(file, f"{key}.class", str(exc)) from None
         _convert(strategy.params, cls.Params, file, f"{key}.params")
-    runtime = config.runtime
+    runtime = msgspec.structs.replace(config.runtime, plugin_paths=plugin_paths)
     if runtime.run_dir is not None:
         runtime = msgspec.structs.replace(runtime, run_dir=str((base / runtime.run_dir).resolve()))
+    feeds = [
+        msgspec.structs.replace(feed, resample_to=sorted(set(resampled[i]), key=timeframe_ms))
+        for i, feed in enumerate(feeds)
+    ]
     broker = msgspec.structs.replace(config.broker, feeds=feeds)
     return msgspec.structs.replace(config, runtime=runtime, broker=broker)
+
+
+def _timeframe_keys(strategy: StrategyConfig, key: str, j: int) -> list[tuple[str, str]]:
+    """Each timeframe the strategy needs for one symbol, with the key that asks for it."""
+    needs = [(strategy.timeframe, f"{key}.symbols[{j}]")]
+    for name, spec in strategy.indicators.items():
+        if spec.timeframe:
+            needs.append((spec.timeframe, f"{key}.indicators.{name}.timeframe"))
+    if strategy.gate is not None:
+        needs.append((strategy.gate.timeframe, f"{key}.gate.timeframe"))
+    return needs
+
+
+def _feed_stream(
+    feeds: list[FeedConfig],
+    resampled: dict[int, list[str]],
+    symbol: str,
+    timeframe: str,
+    file: Path,
+    key: str,
+) -> None:
+    """Make sure the broker publishes ``symbol`` at ``timeframe``, resampling if it must."""
+    bases = [(i, f) for i, f in enumerate(feeds) if f.symbol == symbol]
+    if any(f.timeframe == timeframe for _, f in bases):
+        return
+    for i, feed in bases:
+        if can_resample(feed.timeframe, timeframe):
+            resampled[i].append(timeframe)
+            return
+    fed = ", ".join(f.timeframe for _, f in bases)
+    problem = f"no broker feed for stream {symbol}|{timeframe}"
+    if fed:
+        problem += f" ({symbol} is fed at {fed}, which cannot be resampled to {timeframe})"
+    raise ConfigError(file, key, problem)
+
+
+def _check_rules(strategy: StrategyConfig, file: Path, key: str) -> None:
+    """Analyzers, filters and the gate may only name indicators the strategy declares."""
+    known = strategy.indicators
+    defined = ", ".join(sorted(known)) or "none"
+
+    def need(name: str, where: str) -> None:
+        if name not in known:
+            raise ConfigError(file, where, f"no indicator named {name!r} (defined: {defined})")
+
+    for name, spec in known.items():
+        if spec.timeframe is not None and not re.match(_TIMEFRAME_PATTERN, spec.timeframe):
+            raise ConfigError(file, f"{key}.indicators.{name}.timeframe", "not a timeframe")
+    for j, analyzer in enumerate(strategy.analyzers):
+        for field_name in ("indicator", "fast", "slow"):
+            value = getattr(analyzer, field_name, None)
+            if isinstance(value, str):
+                need(value, f"{key}.analyzers[{j}].{field_name}")
+    floor = strategy.filters.volatility_floor
+    if floor is not None:
+        need(floor.indicator, f"{key}.filters.volatility_floor.indicator")
+    gate = strategy.gate
+    if gate is not None:
+        need(gate.indicator, f"{key}.gate.indicator")
+        if known[gate.indicator].timeframe != gate.timeframe:
+            raise ConfigError(
+                file,
+                f"{key}.gate.indicator",
+                f"indicator {gate.indicator!r} must be declared with timeframe = "
+                f"{gate.timeframe!r} to gate on it",
+            )
+    if strategy.class_path == RULE_STRATEGY and not strategy.analyzers:
+        raise ConfigError(
+            file, f"{key}.analyzers", "a declarative strategy needs at least one analyzer"
+        )
 
 
 def _merge(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

@@ -133,6 +133,7 @@ class Manager:
                     log_level=log_level,
                     strategy=strategy,
                     ready_timeout_s=self.config.runtime.ready_timeout_s,
+                    plugin_paths=self.config.runtime.plugin_paths,
                 )
             )
         for spec in specs:
@@ -298,12 +299,14 @@ class Manager:
         for name in self.start_order:
             c = self.children[name]
             f = c.figures or ChildHeartbeat(name)
+            # A running worker may report a state of its own (errored: up but not trading).
+            state = f.state if c.state == "running" and f.state else c.state
             rows.append(
                 ProcessRow(
                     name,
                     c.role,
                     c.pid,
-                    c.state,
+                    state,
                     round(c.uptime_s(now), 3),
                     c.restarts,
                     f.candles,

@@ -225,7 +225,11 @@ class PositionOpened(_Body, tag="position_opened", frozen=True):
 
 
 class PositionClosed(_Body, tag="position_closed", frozen=True):
-    """A position was closed; ``realized_pnl`` is net of entry and exit fees."""
+    """A position was closed; ``realized_pnl`` is net of entry and exit fees.
+
+    ``mae`` and ``mfe`` are the maximum adverse and favourable excursions while it was open,
+    in quote currency (from candle lows and highs); ``reason`` says which rule closed it.
+    """
 
     symbol: str
     side: PositionSide
@@ -236,6 +240,9 @@ class PositionClosed(_Body, tag="position_closed", frozen=True):
     realized_pnl: float
     opened_at: int
     closed_at: int
+    reason: str = ""
+    mae: float = 0.0
+    mfe: float = 0.0
 
 
 class Log(_Body, tag="log", frozen=True):
@@ -361,6 +368,7 @@ class ChildHeartbeat(_Wire, tag="heartbeat", frozen=True):
     candles: int = 0
     open_positions: int = 0
     realized_pnl: float = 0.0
+    state: str = ""  # a worker's own state when it is not simply running ("errored")
 
 
 class StartFeed(_Wire, tag="start_feed", frozen=True):

@@ -56,6 +56,7 @@ class WorkerSpec(_Spec, frozen=True):
 
     strategy: StrategyConfig
     ready_timeout_s: float = 15.0
+    plugin_paths: list[str] = []
 
 
 ChildSpec = BrokerSpec | AggregatorSpec | WorkerSpec

@@ -59,7 +59,7 @@ def _error(path: Path) -> ConfigError:
 def test_demo_config_loads() -> None:
     config = load_config(DEMO)
     assert config.source == str(DEMO.resolve())
-    assert [s.id for s in config.strategies] == ["sma_fast", "sma_slow", "rsi_ltc"]
+    assert [s.id for s in config.strategies] == ["sma_fast", "sma_slow", "rsi_ltc", "trend_eth"]
     assert config.broker.speed == 6000
     assert [f.stream for f in config.broker.feeds] == ["ETH-BTC|5m", "LTC-BTC|5m"]
 
@@ -330,11 +330,17 @@ def test_strategy_symbol_without_a_feed(tmp_path: Path) -> None:
     assert "LTC-BTC|5m" in error.problem
 
 
-def test_strategy_timeframe_without_a_feed(tmp_path: Path) -> None:
-    text = BROKER + STRATEGY.replace('timeframe = "5m"', 'timeframe = "1h"')
+def test_strategy_timeframe_the_broker_cannot_build(tmp_path: Path) -> None:
+    text = BROKER + STRATEGY.replace('timeframe = "5m"', 'timeframe = "7m"')
     error = _error(_write(tmp_path, text))
     assert error.key == "strategies[0].symbols[0]"
-    assert "ETH-BTC|1h" in error.problem
+    assert "ETH-BTC|7m" in error.problem and "cannot be resampled" in error.problem
+
+
+def test_a_higher_strategy_timeframe_is_resampled_by_the_broker(tmp_path: Path) -> None:
+    text = BROKER + STRATEGY.replace('timeframe = "5m"', 'timeframe = "1h"')
+    config = load_config(_write(tmp_path, text))
+    assert config.broker.feeds[0].resample_to == ["1h"]
 
 
 def test_invalid_toml(tmp_path: Path) -> None:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 from workers.strategy import Strategy
 
-__all__ = ["StrategyLoadError", "load_strategy_class"]
+__all__ = ["StrategyLoadError", "add_plugin_paths", "load_strategy_class"]
 
 
 class StrategyLoadError(Exception):
     """The class path is malformed, does not import, or is not a Strategy subclass."""
+
+
+def add_plugin_paths(paths: list[str]) -> None:
+    """Let strategy classes be imported from these folders too (searched first)."""
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
 
 
 def load_strategy_class(path: str) -> type[Strategy]:

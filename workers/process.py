@@ -33,6 +33,7 @@ from runtime.messages import (
 )
 from runtime.specs import WorkerSpec, read_spec
 from runtime.transport import RejectCounter, close_all, open_socket, send_payload
+from workers.loader import add_plugin_paths
 from workers.outbox import Outbox
 from workers.runner import StrategyRunner
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(spec, WorkerSpec):
         raise SystemExit(f"{args[0]} is not a worker spec")
     log = setup_logging(f"worker.{spec.strategy.id}", spec.log_level)
+    add_plugin_paths(spec.plugin_paths)
     stop = StopFlag()
     ctx: zmq.Context[Any] = zmq.Context()
     sockets: list[zmq.Socket[Any]] = []
@@ -267,11 +269,13 @@ class _Worker:
 
     def _figures(self) -> ChildHeartbeat:
         assert self.runner is not None
+        positions = self.runner.container.positions
         return ChildHeartbeat(
             self.sup.name,
             candles=self.candles_before + self.runner.candles,
-            open_positions=len(self.runner.execution.positions),
-            realized_pnl=self.runner.execution.realized_pnl,
+            open_positions=positions.open_count,
+            realized_pnl=positions.realized_pnl,
+            state="" if self.runner.state == "running" else self.runner.state,
         )
 
 

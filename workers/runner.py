@@ -1,28 +1,27 @@
-"""One strategy at work: fills first, then the strategy's hook, every failure contained."""
+"""One strategy at work: its container, its hooks guarded, its error limit.
+
+Per candle: on the decision timeframe, fill what is pending at this candle's open and mark
+the open positions; feed the indicators and the gate; call the strategy; carry out what it
+decided. A hook that raises becomes an ``error`` event and that candle is skipped; after
+``max_consecutive_errors`` failures in a row the strategy stops itself (state ``errored``).
+"""
 
 from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from runtime.config import StrategyConfig
-from runtime.messages import (
-    Candle,
-    Direction,
-    Error,
-    EventBody,
-    Log,
-    OpenPosition,
-    Side,
-    Signal,
-)
+from runtime.messages import Candle, Error, EventBody, Log, OpenPosition
+from workers.container import StrategyServiceContainer
+from workers.factory import build_container
 from workers.loader import load_strategy_class
 from workers.outbox import Outbox
-from workers.paper import PaperExecution
-from workers.strategy import PositionView, Strategy
+from workers.strategy import Strategy
 
 __all__ = ["StrategyRunner"]
 
@@ -33,7 +32,7 @@ _LEVELS = {logging.WARNING: "warning", logging.ERROR: "error", logging.CRITICAL:
 class _EventLogHandler(logging.Handler):
     """Forwards the strategy's warnings and errors to the event stream as Log events."""
 
-    def __init__(self, emit: Any) -> None:
+    def __init__(self, emit: Callable[[EventBody], None]) -> None:
         super().__init__(logging.WARNING)
         self._emit = emit
 
@@ -43,93 +42,96 @@ class _EventLogHandler(logging.Handler):
 
 
 class StrategyRunner:
-    """Owns the strategy object, its paper execution and its outbox; implements its context."""
+    """Owns the strategy object and its service container; drives them candle by candle."""
 
     def __init__(self, config: StrategyConfig, outbox: Outbox) -> None:
         self.config = config
         self.outbox = outbox
         self.candles = 0
         self.errors = 0
-        self._log = logging.getLogger(f"strategy.{config.id}")
-        self._log.addHandler(_EventLogHandler(outbox.emit))
-        self.execution = PaperExecution(
-            config.id,
-            config.execution.fee_bps,
-            config.execution.slippage_bps,
-            self.emit,
-            first_order_number=outbox.last_seq + 1,
+        self.consecutive_errors = 0
+        self.state = "running"
+        logger = logging.getLogger(f"strategy.{config.id}")
+        self._handler = _EventLogHandler(self.emit)
+        logger.addHandler(self._handler)
+        self.container: StrategyServiceContainer = build_container(
+            config, self.emit, first_order_number=outbox.last_seq + 1, logger=logger
         )
+        self.container.on_close.append(lambda: logger.removeHandler(self._handler))
         cls = load_strategy_class(config.class_path)
         params = msgspec.convert(config.params, cls.Params)
-        self.strategy: Strategy = cls(self, params)
-
-    # -- StrategyContext ---------------------------------------------------------------
-
-    @property
-    def strategy_id(self) -> str:
-        return self.config.id
+        self.strategy: Strategy = cls(self.container, params)
 
     @property
     def log(self) -> logging.Logger:
-        return self._log
-
-    def position(self, symbol: str) -> PositionView | None:
-        pos = self.execution.positions.get(symbol)
-        if pos is None:
-            return None
-        return PositionView(pos.symbol, pos.side, pos.quantity, pos.entry_price, pos.opened_at)
-
-    def submit_market_order(self, symbol: str, side: Side, quantity: float, reason: str) -> str:
-        return self.execution.submit(symbol, side, quantity, reason)
-
-    def target(self, symbol: str, direction: Direction, reason: str) -> None:
-        size = self.config.execution.quantity
-        wanted = {"long": size, "short": -size, "flat": 0.0}[direction]
-        pos = self.execution.positions.get(symbol)
-        held = 0.0 if pos is None else (pos.quantity if pos.side == "long" else -pos.quantity)
-        delta = wanted - held - self.execution.pending_quantity(symbol)
-        if abs(delta) > 1e-12:
-            self.execution.submit(symbol, "buy" if delta > 0 else "sell", abs(delta), reason)
-
-    def signal(
-        self, candle: Candle, direction: Direction, strength: float = 1.0, reason: str = ""
-    ) -> None:
-        self.emit(Signal(candle.symbol, candle.timeframe, direction, strength, reason))
-
-    # -- driven by the worker ----------------------------------------------------------
+        return self.container.logger
 
     def emit(self, body: EventBody) -> None:
         self.outbox.emit(body)
 
     def restore(self, positions: list[OpenPosition], realized_pnl: float) -> None:
         """Take back what the journal says the strategy held before a restart."""
-        self.execution.restore(positions, realized_pnl)
+        self.container.positions.restore(positions, realized_pnl)
 
     def start(self) -> None:
         self._guarded("on_start", self.strategy.on_start)
+        self.container.carry_out()
 
     def stop(self) -> None:
-        self._guarded("on_stop", self.strategy.on_stop)
+        """Let the strategy stop, then close its services."""
+        if self.state == "running":
+            self._guarded("on_stop", self.strategy.on_stop)
+        self.container.close()
 
     def on_candle(self, candle: Candle) -> None:
-        """Fill what is pending at this candle's open, then let the strategy decide on it."""
+        """Run one candle through the services and the strategy."""
+        if self.state != "running":
+            return
         self.candles += 1
-        for fill in self.execution.on_candle(candle):
-            self._log.info(
-                "filled %s %s %g @ %.8g (fee %.6g)",
-                fill.order_id,
-                fill.side,
-                fill.quantity,
-                fill.price,
-                fill.fee,
-            )
-            self._guarded("on_fill", self.strategy.on_fill, fill)
-        self._guarded("on_candle", self.strategy.on_candle, candle)
+        c = self.container
+        symbol, timeframe = candle.symbol, candle.timeframe
+        if timeframe == self.config.timeframe:
+            for fill in c.execution.on_candle(candle):
+                c.positions.on_fill(fill)
+                self.log.info(
+                    "filled %s %s %g %s @ %.8g (fee %.6g)",
+                    fill.order_id,
+                    fill.side,
+                    fill.quantity,
+                    symbol,
+                    fill.price,
+                    fill.fee,
+                )
+                self._guarded("on_fill", self.strategy.on_fill, fill)
+            c.positions.mark(candle, symbol)
+        c.indicators.update(candle, symbol, timeframe)
+        if c.gate is not None:
+            c.gate.observe(candle, symbol, timeframe)
+        if self._guarded("on_candle", self.strategy.on_candle, candle):
+            c.carry_out()
+        else:
+            c.actions.drain()  # what a failing hook half-decided is not acted on
 
-    def _guarded(self, where: str, hook: Any, *args: Any) -> None:
+    def _guarded(self, where: str, hook: Callable[..., Any], *args: Any) -> bool:
         try:
             hook(*args)
         except Exception as exc:
             self.errors += 1
+            self.consecutive_errors += 1
             _worker_log.exception("%s raised %s: %s", where, type(exc).__name__, exc)
             self.emit(Error(where, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            if self.consecutive_errors >= self.config.max_consecutive_errors:
+                self._give_up()
+            return False
+        self.consecutive_errors = 0
+        return True
+
+    def _give_up(self) -> None:
+        self.state = "errored"
+        message = (
+            f"stopped after {self.consecutive_errors} consecutive errors; "
+            "the worker stays up, idle, until the strategy is restarted"
+        )
+        _worker_log.error("strategy %s %s", self.config.id, message)
+        self.emit(Error("strategy", message))
+        self.container.close()

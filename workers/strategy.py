@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import msgspec
 
-from runtime.messages import Candle, Direction, OrderFilled, PositionSide, Side
+from runtime.messages import Candle, Direction, OrderFilled, PositionSide
+
+if TYPE_CHECKING:
+    from workers.services.analyzers import AnalyzerRegistry
+    from workers.services.indicator_registry import IndicatorRegistry
+    from workers.services.positions import PositionLifecycleService
 
 __all__ = ["NoParams", "PositionView", "Strategy", "StrategyContext"]
 
@@ -27,7 +32,7 @@ class PositionView(msgspec.Struct, frozen=True):
 
 
 class StrategyContext(Protocol):
-    """What a strategy may see and do; the worker provides it."""
+    """What a strategy may see and do: its service container implements it."""
 
     @property
     def strategy_id(self) -> str:
@@ -39,16 +44,37 @@ class StrategyContext(Protocol):
         """A logger writing to this strategy's log file (warnings also become events)."""
         ...
 
-    def position(self, symbol: str) -> PositionView | None:
-        """The open position on ``symbol``, or None when flat."""
+    @property
+    def indicators(self) -> IndicatorRegistry:
+        """The strategy's own indicators (``value(symbol, name, output)``)."""
         ...
 
-    def submit_market_order(self, symbol: str, side: Side, quantity: float, reason: str) -> str:
-        """Queue a market order, filled at the next candle's open; returns its order id."""
+    @property
+    def analyzers(self) -> AnalyzerRegistry:
+        """The strategy's analyzers with its weights (``score(symbol, candle)``)."""
+        ...
+
+    @property
+    def positions(self) -> PositionLifecycleService:
+        """Every position of the strategy, pending to closed (read it, don't drive it)."""
+        ...
+
+    def position(self, symbol: str) -> PositionView | None:
+        """The open position on ``symbol``, or None."""
+        ...
+
+    def open_position(
+        self, symbol: str, side: PositionSide, reason: str, quantity: float = 0.0
+    ) -> bool:
+        """Queue an entry, filled at the next candle's open; False if it repeats one."""
+        ...
+
+    def close_position(self, symbol: str, reason: str) -> bool:
+        """Queue the exit of the open position on ``symbol``; False if there is none."""
         ...
 
     def target(self, symbol: str, direction: Direction, reason: str) -> None:
-        """Be long, short or flat on ``symbol`` with the configured quantity (orders as needed)."""
+        """Be long, short or flat on ``symbol`` with the configured quantity."""
         ...
 
     def signal(
@@ -62,7 +88,9 @@ class Strategy:
     """Base class of every strategy. Subclasses set ``Params`` and override the hooks.
 
     ``Params`` is a msgspec Struct (``forbid_unknown_fields=True``): the config's ``params``
-    table is validated against it before any process starts.
+    table is validated against it before any process starts. ``on_candle`` receives every
+    candle of every stream the strategy subscribes to (check ``candle.timeframe`` when the
+    strategy uses more than one).
     """
 
     Params: ClassVar[type[msgspec.Struct]] = NoParams
@@ -72,10 +100,10 @@ class Strategy:
         self.params = params
 
     def on_start(self) -> None:
-        """Called once, after warm-up and before the first candle."""
+        """Called once, before the first candle."""
 
     def on_candle(self, candle: Candle) -> None:
-        """Called on every closed candle of every stream the strategy subscribes to."""
+        """Called on every closed candle of the strategy's streams."""
 
     def on_fill(self, fill: OrderFilled) -> None:
         """Called after one of the strategy's orders filled."""

@@ -1,0 +1,136 @@
+"""StrategyServiceContainer: everything one strategy owns, with typed access and one close().
+
+It is also what a strategy's ``self.ctx`` is: the read-only views and the few actions a
+strategy may take (open, close, target, signal) all go through the services held here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from runtime.config import StrategyConfig
+from runtime.messages import Candle, Direction, EventBody, PositionSide, Side, Signal
+from workers.services.actions import ActionQueueService, ClosePosition, OpenPosition
+from workers.services.analyzers import AnalyzerRegistry
+from workers.services.entry import EntryOrchestrator
+from workers.services.execution import PaperExecution
+from workers.services.exit import ExitOrchestrator
+from workers.services.filters import FilterOrchestrator
+from workers.services.gate import MultiTimeframeGate
+from workers.services.indicator_registry import IndicatorRegistry
+from workers.services.positions import PositionLifecycleService, PositionState
+from workers.strategy import PositionView
+
+__all__ = ["ContainerClosed", "StrategyServiceContainer"]
+
+
+class ContainerClosed(Exception):
+    """A closed container was asked to act."""
+
+
+@dataclass(eq=False)
+class StrategyServiceContainer:
+    """The per-strategy services, built only by :func:`workers.factory.build_container`."""
+
+    config: StrategyConfig
+    emit_event: Callable[[EventBody], None]
+    logger: logging.Logger
+    indicators: IndicatorRegistry
+    analyzers: AnalyzerRegistry
+    positions: PositionLifecycleService
+    actions: ActionQueueService
+    execution: PaperExecution
+    filters: FilterOrchestrator
+    gate: MultiTimeframeGate | None
+    entry: EntryOrchestrator
+    exit: ExitOrchestrator
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+    closed: bool = False
+
+    # -- what a strategy sees (StrategyContext) -----------------------------------------
+
+    @property
+    def strategy_id(self) -> str:
+        return self.config.id
+
+    @property
+    def log(self) -> logging.Logger:
+        return self.logger
+
+    def position(self, symbol: str) -> PositionView | None:
+        """The open position on ``symbol`` (pending entries and closing exits excluded)."""
+        p = self.positions.active(symbol)
+        if p is None or p.state is not PositionState.OPEN:
+            return None
+        return PositionView(p.symbol, p.side, p.quantity, p.entry_price, p.opened_at)
+
+    def open_position(
+        self, symbol: str, side: PositionSide, reason: str, quantity: float = 0.0
+    ) -> bool:
+        """Queue an entry (default quantity from the config); False if it repeats one."""
+        self._check_open()
+        size = quantity or self.config.execution.quantity
+        return self.actions.enqueue(OpenPosition(symbol, side, size, reason))
+
+    def close_position(self, symbol: str, reason: str) -> bool:
+        """Queue the exit of the open position on ``symbol``; False if there is none."""
+        self._check_open()
+        return self.actions.enqueue(ClosePosition(symbol, reason))
+
+    def target(self, symbol: str, direction: Direction, reason: str) -> None:
+        """Be long, short or flat on ``symbol``: closes and opens as needed."""
+        self._check_open()
+        active = self.positions.active(symbol)
+        if active is not None and active.side != direction:
+            if active.state is PositionState.OPEN:
+                self.actions.enqueue(ClosePosition(symbol, reason))
+            else:
+                return  # the entry is still pending: decide again on the next candle
+        if direction != "flat" and (active is None or active.side != direction):
+            size = self.config.execution.quantity
+            self.actions.enqueue(OpenPosition(symbol, direction, size, reason))
+
+    def signal(
+        self, candle: Candle, direction: Direction, strength: float = 1.0, reason: str = ""
+    ) -> None:
+        """Report a change of view on the candle's stream."""
+        self._check_open()
+        self.emit_event(Signal(candle.symbol, candle.timeframe, direction, strength, reason))
+
+    # -- driven by the runner ----------------------------------------------------------
+
+    def carry_out(self) -> int:
+        """Send the queued actions to the execution model, oldest first; returns how many."""
+        actions = self.actions.drain()
+        for action in actions:
+            match action:
+                case ClosePosition():
+                    p = self.positions.active(action.symbol)
+                    if p is None or p.state is not PositionState.OPEN:
+                        continue  # it closed some other way since it was queued
+                    side: Side = "sell" if p.side == "long" else "buy"
+                    order_id = self.execution.submit(action.symbol, side, p.quantity, action.reason)
+                    self.positions.exit_sent(action.symbol, order_id, action.reason)
+                case OpenPosition():
+                    side = "buy" if action.side == "long" else "sell"
+                    order_id = self.execution.submit(
+                        action.symbol, side, action.quantity, action.reason
+                    )
+                    self.positions.entry_sent(action.symbol, action.side, action.quantity, order_id)
+        return len(actions)
+
+    def close(self) -> None:
+        """Release every service; callbacks (the worker's unsubscribe) run once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.actions.drain()
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ContainerClosed(f"strategy {self.config.id}'s services are closed")

@@ -1,0 +1,175 @@
+"""Moving averages of the close: simple, exponential (TA-Lib seeding) and linearly weighted."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Annotated
+
+from msgspec import Meta
+
+from workers.indicators._base import (
+    RESUM_EVERY,
+    Bar,
+    Indicator,
+    IndicatorParams,
+    RollingSum,
+    require_at_least,
+)
+
+__all__ = ["SMA", "Ema", "EmaCore", "EmaParams", "Sma", "SmaParams", "Wma", "WmaParams"]
+
+
+class SMA:
+    """Simple moving average of plain floats: ``SMA(period).update(x) -> float | None``."""
+
+    def __init__(self, period: int) -> None:
+        require_at_least("period", period, 1)
+        self.period = period
+        self._sum = RollingSum(period)
+        self.value: float | None = None
+
+    def update(self, x: float) -> float | None:
+        """Add one value; returns the average once ``period`` values are in."""
+        self._sum.push(x)
+        if self._sum.full:
+            self.value = self._sum.total / self.period
+        return self.value
+
+
+class EmaCore:
+    """EMA of plain floats, seeded like TA-Lib with the mean of its first ``period`` values.
+
+    The first ``skip`` values are ignored: MACD uses that to seed its fast EMA on the same
+    candle as its slow one.
+    """
+
+    def __init__(self, period: int, skip: int = 0) -> None:
+        require_at_least("period", period, 1)
+        self.period = period
+        self.k = 2.0 / (period + 1.0)
+        self._skip = skip
+        self._seen = 0
+        self._seed = 0.0
+        self.value: float | None = None
+
+    def update(self, x: float) -> float | None:
+        """Add one value; returns the EMA once it is seeded."""
+        if self.value is not None:
+            self.value = (x - self.value) * self.k + self.value
+        elif self._skip > 0:
+            self._skip -= 1
+        else:
+            self._seed += x
+            self._seen += 1
+            if self._seen == self.period:
+                self.value = self._seed / self.period
+        return self.value
+
+
+class SmaParams(IndicatorParams, frozen=True, tag="sma"):
+    """Params of :class:`Sma`."""
+
+    period: Annotated[int, Meta(ge=1)] = 30
+
+    def __post_init__(self) -> None:
+        require_at_least("period", self.period, 1)
+
+
+class Sma(Indicator):
+    """Simple moving average of the close (TA-Lib ``SMA``)."""
+
+    NAME = "sma"
+    OUTPUTS = ("value",)
+    Params = SmaParams
+
+    def __init__(self, params: IndicatorParams) -> None:
+        super().__init__(params)
+        assert isinstance(params, SmaParams)
+        self._sma = SMA(params.period)
+
+    def update(self, bar: Bar) -> None:
+        self._out["value"] = self._sma.update(bar.close)
+
+    @property
+    def warmup(self) -> int:
+        return self._sma.period
+
+
+class EmaParams(IndicatorParams, frozen=True, tag="ema"):
+    """Params of :class:`Ema`."""
+
+    period: Annotated[int, Meta(ge=1)] = 30
+
+    def __post_init__(self) -> None:
+        require_at_least("period", self.period, 1)
+
+
+class Ema(Indicator):
+    """Exponential moving average of the close, ``k = 2 / (period + 1)`` (TA-Lib ``EMA``)."""
+
+    NAME = "ema"
+    OUTPUTS = ("value",)
+    Params = EmaParams
+
+    def __init__(self, params: IndicatorParams) -> None:
+        super().__init__(params)
+        assert isinstance(params, EmaParams)
+        self._ema = EmaCore(params.period)
+
+    def update(self, bar: Bar) -> None:
+        self._out["value"] = self._ema.update(bar.close)
+
+    @property
+    def warmup(self) -> int:
+        return self._ema.period
+
+
+class WmaParams(IndicatorParams, frozen=True, tag="wma"):
+    """Params of :class:`Wma`."""
+
+    period: Annotated[int, Meta(ge=1)] = 30
+
+    def __post_init__(self) -> None:
+        require_at_least("period", self.period, 1)
+
+
+class Wma(Indicator):
+    """Linearly weighted moving average of the close, newest weight ``period`` (TA-Lib ``WMA``)."""
+
+    NAME = "wma"
+    OUTPUTS = ("value",)
+    Params = WmaParams
+
+    def __init__(self, params: IndicatorParams) -> None:
+        super().__init__(params)
+        assert isinstance(params, WmaParams)
+        self.period = params.period
+        self._window: deque[float] = deque(maxlen=params.period)
+        self._sum = 0.0
+        self._weighted = 0.0
+        self._divisor = params.period * (params.period + 1) / 2.0
+        self._resum_in = max(params.period, RESUM_EVERY)
+
+    def update(self, bar: Bar) -> None:
+        x = bar.close
+        window = self._window
+        if len(window) == self.period:
+            # Every weight drops by one (the oldest value's to zero) and x comes in at the top.
+            self._weighted += self.period * x - self._sum
+            self._sum += x - window[0]
+        else:
+            self._weighted += (len(window) + 1) * x
+            self._sum += x
+        window.append(x)
+        self._resum_in -= 1
+        if self._resum_in == 0:  # see RESUM_EVERY
+            self._sum = math.fsum(window)
+            self._weighted = math.fsum(i * v for i, v in enumerate(window, start=1))
+            self._resum_in = max(self.period, RESUM_EVERY)
+        if len(window) == self.period:
+            self._out["value"] = self._weighted / self._divisor
+
+    @property
+    def warmup(self) -> int:
+        return self.period

@@ -1,0 +1,78 @@
+"""ActionQueueService: what the strategy decided, in order, each decision once.
+
+Orchestrators and strategy code enqueue actions; after the strategy has seen the candle the
+container carries them out (orders to the execution model). A repeated signal does not
+enter twice: an Open is refused while the symbol has an active position or an Open queued,
+unless a Close of that position is queued before it (a reversal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.messages import PositionSide
+from workers.services.positions import PositionLifecycleService, PositionState
+
+__all__ = ["Action", "ActionQueueService", "ClosePosition", "OpenPosition"]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPosition:
+    """Open a position on ``symbol`` (market order at the next candle's open)."""
+
+    symbol: str
+    side: PositionSide
+    quantity: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePosition:
+    """Close the open position on ``symbol``."""
+
+    symbol: str
+    reason: str
+
+
+Action = OpenPosition | ClosePosition
+
+
+class ActionQueueService:
+    """An ordered, deduplicated queue of actions for one strategy."""
+
+    def __init__(self, positions: PositionLifecycleService) -> None:
+        self._positions = positions
+        self._queue: list[Action] = []
+        self.refused = 0
+
+    def enqueue(self, action: Action) -> bool:
+        """Queue ``action`` unless it repeats what is already decided; True if queued."""
+        queued_close = any(
+            isinstance(a, ClosePosition) and a.symbol == action.symbol for a in self._queue
+        )
+        queued_open = any(
+            isinstance(a, OpenPosition) and a.symbol == action.symbol for a in self._queue
+        )
+        active = self._positions.active(action.symbol)
+        match action:
+            case OpenPosition():
+                ok = not queued_open and (active is None or queued_close)
+            case ClosePosition():
+                ok = not queued_close and active is not None and active.state is PositionState.OPEN
+        if ok:
+            self._queue.append(action)
+        else:
+            self.refused += 1
+        return ok
+
+    def pending(self, symbol: str | None = None) -> list[Action]:
+        """Queued actions (of one symbol, or all), oldest first."""
+        return [a for a in self._queue if symbol is None or a.symbol == symbol]
+
+    def drain(self) -> list[Action]:
+        """Hand over every queued action, oldest first, and empty the queue."""
+        actions, self._queue = self._queue, []
+        return actions
+
+    def __len__(self) -> int:
+        return len(self._queue)

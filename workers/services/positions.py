@@ -1,0 +1,242 @@
+"""PositionLifecycleService: every position of one strategy, pending to closed.
+
+States: ``pending`` (entry order sent) -> ``open`` (entry filled) -> ``closing`` (exit order
+sent) -> ``closed`` (exit filled). Any other transition raises. Fills drive the transitions;
+marks (every candle of the position's symbol) drive unrealized PnL and MAE/MFE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from runtime.messages import (
+    EventBody,
+    OpenPosition,
+    OrderFilled,
+    PositionClosed,
+    PositionOpened,
+    PositionSide,
+)
+from workers.indicators import Bar
+
+__all__ = ["LifecycleError", "ManagedPosition", "PositionLifecycleService", "PositionState"]
+
+
+class PositionState(Enum):
+    PENDING = "pending"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_ALLOWED = {
+    (PositionState.PENDING, PositionState.OPEN),
+    (PositionState.OPEN, PositionState.CLOSING),
+    (PositionState.CLOSING, PositionState.CLOSED),
+}
+
+
+class LifecycleError(Exception):
+    """A transition the lifecycle does not allow (a bug in whoever asked for it)."""
+
+
+@dataclass(slots=True)
+class ManagedPosition:
+    """One position and everything known about it so far."""
+
+    symbol: str
+    side: PositionSide
+    quantity: float
+    state: PositionState = PositionState.PENDING
+    entry_order_id: str = ""
+    exit_order_id: str = ""
+    entry_price: float = 0.0
+    entry_fee: float = 0.0
+    opened_at: int = 0
+    exit_price: float = 0.0
+    exit_fee: float = 0.0
+    closed_at: int = 0
+    exit_reason: str = ""
+    candles_held: int = 0
+    last_price: float = 0.0
+    best_price: float = 0.0  # most favourable price seen while open
+    worst_price: float = 0.0  # most adverse price seen while open
+    realized_pnl: float = 0.0
+
+    @property
+    def direction(self) -> float:
+        return 1.0 if self.side == "long" else -1.0
+
+    @property
+    def unrealized_pnl(self) -> float:
+        """Mark-to-market PnL of an open position, net of the entry fee already paid."""
+        if self.state not in (PositionState.OPEN, PositionState.CLOSING):
+            return 0.0
+        gross = (self.last_price - self.entry_price) * self.quantity * self.direction
+        return gross - self.entry_fee
+
+    @property
+    def mae(self) -> float:
+        """Maximum adverse excursion in quote currency (zero or negative)."""
+        if not self.entry_price:
+            return 0.0
+        return min(0.0, (self.worst_price - self.entry_price) * self.quantity * self.direction)
+
+    @property
+    def mfe(self) -> float:
+        """Maximum favourable excursion in quote currency (zero or positive)."""
+        if not self.entry_price:
+            return 0.0
+        return max(0.0, (self.best_price - self.entry_price) * self.quantity * self.direction)
+
+    def move(self, state: PositionState) -> None:
+        if (self.state, state) not in _ALLOWED:
+            raise LifecycleError(f"{self.symbol}: {self.state.value} -> {state.value}")
+        self.state = state
+
+
+class PositionLifecycleService:
+    """Positions of one strategy, at most one active (pending or open) per symbol."""
+
+    def __init__(self, emit: Callable[[EventBody], None]) -> None:
+        self._emit = emit
+        self._active: dict[str, ManagedPosition] = {}  # pending or open, by symbol
+        self._closing: dict[str, ManagedPosition] = {}  # by exit order id
+        self._pending: dict[str, ManagedPosition] = {}  # by entry order id
+        self.closed: list[ManagedPosition] = []
+        self.realized_pnl = 0.0
+
+    # -- queries -------------------------------------------------------------------
+
+    def active(self, symbol: str) -> ManagedPosition | None:
+        """The pending or open position on ``symbol``."""
+        return self._active.get(symbol)
+
+    def last_closed(self, symbol: str) -> ManagedPosition | None:
+        """The most recently closed position on ``symbol``."""
+        for position in reversed(self.closed):
+            if position.symbol == symbol:
+                return position
+        return None
+
+    def open_positions(self) -> list[ManagedPosition]:
+        return [p for p in self._active.values() if p.state is PositionState.OPEN]
+
+    @property
+    def open_count(self) -> int:
+        """Positions holding exposure: open ones and those still closing."""
+        return len(self.open_positions()) + len(self._closing)
+
+    @property
+    def unrealized_pnl(self) -> float:
+        held = [*self.open_positions(), *self._closing.values()]
+        return sum(p.unrealized_pnl for p in held)
+
+    # -- transitions ---------------------------------------------------------------
+
+    def entry_sent(self, symbol: str, side: PositionSide, quantity: float, order_id: str) -> None:
+        """An entry order went out: a pending position exists from now on."""
+        if symbol in self._active:
+            raise LifecycleError(f"{symbol}: a position is already {self._active[symbol].state}")
+        position = ManagedPosition(symbol, side, quantity, entry_order_id=order_id)
+        self._active[symbol] = position
+        self._pending[order_id] = position
+
+    def exit_sent(self, symbol: str, order_id: str, reason: str) -> ManagedPosition:
+        """An exit order went out for the open position on ``symbol``."""
+        position = self._active.get(symbol)
+        if position is None:
+            raise LifecycleError(f"{symbol}: no position to close")
+        position.move(PositionState.CLOSING)
+        position.exit_order_id = order_id
+        position.exit_reason = reason
+        del self._active[symbol]
+        self._closing[order_id] = position
+        return position
+
+    def on_fill(self, fill: OrderFilled) -> ManagedPosition | None:
+        """Apply a fill of one of our orders; returns the position it moved."""
+        if (position := self._pending.pop(fill.order_id, None)) is not None:
+            position.move(PositionState.OPEN)
+            position.entry_price = position.last_price = fill.price
+            position.best_price = position.worst_price = fill.price
+            position.entry_fee = fill.fee
+            position.opened_at = fill.fill_time
+            self._emit(
+                PositionOpened(
+                    position.symbol,
+                    position.side,
+                    position.quantity,
+                    fill.price,
+                    fill.fee,
+                    fill.fill_time,
+                )
+            )
+            return position
+        if (position := self._closing.pop(fill.order_id, None)) is not None:
+            self._close(position, fill)
+            return position
+        return None
+
+    def mark(self, bar: Bar, symbol: str) -> None:
+        """A candle of ``symbol`` closed: update the price, excursions and age of its position."""
+        for position in (self._active.get(symbol), *self._closing.values()):
+            if position is None or position.symbol != symbol:
+                continue
+            if position.state not in (PositionState.OPEN, PositionState.CLOSING):
+                continue
+            position.last_price = bar.close
+            position.candles_held += 1
+            high, low = bar.high, bar.low
+            if position.side == "long":
+                position.best_price = max(position.best_price, high)
+                position.worst_price = min(position.worst_price, low)
+            else:
+                position.best_price = min(position.best_price, low)
+                position.worst_price = max(position.worst_price, high)
+
+    def restore(self, positions: list[OpenPosition], realized_pnl: float) -> None:
+        """Take back the open positions the journal holds (after a restart)."""
+        self.realized_pnl = realized_pnl
+        for p in positions:
+            self._active[p.symbol] = ManagedPosition(
+                p.symbol,
+                p.side,
+                p.quantity,
+                state=PositionState.OPEN,
+                entry_price=p.entry_price,
+                entry_fee=p.entry_fee,
+                opened_at=p.opened_at,
+                last_price=p.entry_price,
+                best_price=p.entry_price,
+                worst_price=p.entry_price,
+            )
+
+    def _close(self, position: ManagedPosition, fill: OrderFilled) -> None:
+        position.move(PositionState.CLOSED)
+        position.exit_price = fill.price
+        position.exit_fee = fill.fee
+        position.closed_at = fill.fill_time
+        position.last_price = fill.price
+        gross = (fill.price - position.entry_price) * position.quantity * position.direction
+        position.realized_pnl = gross - position.entry_fee - fill.fee
+        self.realized_pnl += position.realized_pnl
+        self.closed.append(position)
+        self._emit(
+            PositionClosed(
+                position.symbol,
+                position.side,
+                position.quantity,
+                position.entry_price,
+                fill.price,
+                position.entry_fee + fill.fee,
+                position.realized_pnl,
+                position.opened_at,
+                fill.fill_time,
+                position.exit_reason,
+                position.mae,
+                position.mfe,
+            )
+        )

@@ -1,4 +1,8 @@
-"""One supervised child process as the manager sees it: spawn, reap, stop, restart delay."""
+"""One supervised child process as the manager sees it: spawn, reap, signal, sample.
+
+Its state moves only through :func:`runtime.lifecycle.next_state`, so an impossible move
+(ready while stopping, pause while backing off) raises instead of corrupting the record.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.messages import ChildHeartbeat, Role
+import psutil
 
-__all__ = ["ChildProcess"]
+from runtime.lifecycle import ProcessState, Trigger, next_state
+from runtime.messages import ChildHeartbeat, Role
+from runtime.restart_policy import RestartPolicy
+
+__all__ = ["ChildProcess", "Resources"]
 
 _MODULES: dict[Role, str] = {
     "broker": "broker",
@@ -22,34 +30,55 @@ _MODULES: dict[Role, str] = {
 
 
 @dataclass(slots=True)
-class ChildProcess:
-    """A broker, aggregator or worker process and its supervision record.
+class Resources:
+    """Memory and CPU of one process, sampled by the manager."""
 
-    States: ``starting`` (spawned, not ready), ``running`` (said ready), ``backoff`` (exited,
-    waiting to restart), ``stopping``, ``stopped``, ``failed`` (gave up).
-    """
+    rss_bytes: int = 0
+    uss_bytes: int = 0
+    cpu_percent: float = 0.0
+
+
+@dataclass(slots=True)
+class ChildProcess:
+    """A broker, aggregator or worker process and its supervision record."""
 
     name: str
     role: Role
     spec_path: Path
     log_path: Path
-    state: str = "stopped"
+    policy: RestartPolicy
+    state: ProcessState = ProcessState.STOPPED
     popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0  # time.monotonic() of the last spawn
     ready_at: float = 0.0
+    last_heartbeat: float = 0.0
     restarts: int = 0
     restart_at: float = 0.0
-    restart_delay_s: float = 0.0
-    last_exit: int | None = None
+    stop_deadline: float = 0.0
+    last_exit: str = ""
+    kill_reason: str = ""  # set when the manager kills it (watchdog, memory cap, not ready)
     figures: ChildHeartbeat | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    _ps: psutil.Process | None = None
 
     @property
     def pid(self) -> int:
         return self.popen.pid if self.popen is not None else 0
 
-    def spawn(self) -> None:
+    @property
+    def alive(self) -> bool:
+        """Spawned and not yet reaped."""
+        return self.popen is not None and self.popen.returncode is None
+
+    def move(self, trigger: Trigger) -> ProcessState:
+        """Apply ``trigger`` through the transition table; returns the new state."""
+        self.state = next_state(self.state, trigger)
+        return self.state
+
+    def spawn(self, trigger: Trigger) -> None:
         """Start the process in its own session (own process group), output to its log file."""
+        self.move(trigger)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", _MODULES[self.role], str(self.spec_path)],
@@ -59,35 +88,73 @@ class ChildProcess:
                 start_new_session=True,
                 close_fds=True,
             )
-        self.state = "starting"
-        self.started_at = time.monotonic()
+        now = time.monotonic()
+        self.started_at = self.last_heartbeat = now
         self.ready_at = 0.0
+        self.kill_reason = ""
         self.figures = None
+        self.resources = Resources()
+        self.policy.record_start(now)
+        try:
+            self._ps = psutil.Process(self.popen.pid)
+            self._ps.cpu_percent(None)  # the first call only sets the baseline
+        except psutil.Error:
+            self._ps = None
 
     def poll_exit(self) -> int | None:
         """Reap the process if it exited (non-blocking); returns its exit status then."""
-        if self.popen is None:
+        if self.popen is None or self.popen.returncode is not None:
             return None
         code = self.popen.poll()
         if code is not None:
-            self.last_exit = code
+            self.last_exit = describe_exit(code)
         return code
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the child's process group (it leads its own session)."""
-        if self.popen is None or self.popen.returncode is not None:
+        if not self.alive:
             return
+        assert self.popen is not None
         try:
             os.killpg(self.popen.pid, signum)
         except ProcessLookupError:
             pass
 
-    def terminate(self) -> None:
-        self.state = "stopping"
+    def terminate(self, grace_s: float) -> None:
+        """Ask it to stop (SIGTERM); the manager sends SIGKILL after ``grace_s``."""
+        self.move(Trigger.STOP)
+        self.stop_deadline = time.monotonic() + grace_s
         self.signal_group(signal.SIGTERM)
 
-    def kill(self) -> None:
+    def kill(self, reason: str) -> None:
+        """SIGKILL the process group now, remembering why."""
+        self.kill_reason = reason
         self.signal_group(signal.SIGKILL)
 
+    def sample(self) -> Resources:
+        """Read RSS, USS and CPU of the process (zeros once it is gone)."""
+        if self._ps is None or not self.alive:
+            self.resources = Resources()
+            return self.resources
+        try:
+            with self._ps.oneshot():
+                memory = self._ps.memory_full_info()
+                cpu = self._ps.cpu_percent(None)
+            self.resources = Resources(memory.rss, memory.uss, cpu)
+        except psutil.Error:
+            self.resources = Resources()
+        return self.resources
+
     def uptime_s(self, now: float) -> float:
-        return now - self.started_at if self.state in ("starting", "running", "stopping") else 0.0
+        live = (ProcessState.STARTING, ProcessState.RUNNING, ProcessState.PAUSED)
+        return now - self.started_at if self.state in live or self.alive else 0.0
+
+
+def describe_exit(code: int) -> str:
+    """``status 3`` or ``killed by SIGKILL``, as a person would say it."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"status {code}"

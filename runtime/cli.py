@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import msgspec
@@ -14,8 +16,23 @@ import psutil
 from runtime.config import ConfigError, load_config
 from runtime.control_client import ControlClient, ControlError
 from runtime.manager import AlreadyRunning, Manager, StartupFailed
-from runtime.messages import DownRequest, ErrorReply, PsReply, PsRequest
+from runtime.messages import (
+    LIFECYCLE_DECODER,
+    LIFECYCLE_TOPIC,
+    ControlRequest,
+    DownRequest,
+    ErrorReply,
+    OkReply,
+    PauseRequest,
+    PsReply,
+    PsRequest,
+    RestartRequest,
+    ResumeRequest,
+    StartRequest,
+    StopRequest,
+)
 from runtime.rundir import DEFAULT_RUN_DIR, RunDir, RunDirError
+from runtime.transport import close_all, open_socket
 
 __all__ = ["main"]
 
@@ -65,26 +82,51 @@ def up(ctx: click.Context, config: str | None) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--watch", is_flag=True, help="Then follow lifecycle events (spawn, exit, ...).")
 @click.pass_context
-def ps(ctx: click.Context, as_json: bool) -> None:
+def ps(ctx: click.Context, as_json: bool, watch: bool) -> None:
     """List every process of the running system."""
+    _ps(ctx, as_json)
+    if watch:
+        _watch(_run_dir(ctx))
+
+
+def _ps(ctx: click.Context, as_json: bool) -> None:
     reply = _ask(ctx, PsRequest(ControlClient.next_id()))
     assert isinstance(reply, PsReply)
     if as_json:
         click.echo(msgspec.json.encode(reply.rows).decode())
         return
-    header = ("ID", "ROLE", "PID", "STATE", "UPTIME", "RESTARTS", "CANDLES", "OPEN", "REALIZED_PNL")
+    header = (
+        "ID",
+        "ROLE",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "CANDLES",
+        "OPEN",
+        "REALIZED_PNL",
+        "RSS",
+        "USS",
+        "CPU",
+        "LAST_EXIT",
+    )
     rows = [
         (
             r.name,
             r.role,
-            str(r.pid),
+            str(r.pid or "-"),
             r.state,
             _duration(r.uptime_s),
             str(r.restarts),
             str(r.candles) if r.role != "aggregator" else "-",
             str(r.open_positions) if r.role == "worker" else "-",
             f"{r.realized_pnl:+.6g}" if r.role == "worker" else "-",
+            f"{r.rss_bytes / 2**20:.1f}M" if r.rss_bytes else "-",
+            f"{r.uss_bytes / 2**20:.1f}M" if r.uss_bytes else "-",
+            f"{r.cpu_percent:.0f}%" if r.pid else "-",
+            r.last_exit or "-",
         )
         for r in reply.rows
     ]
@@ -145,8 +187,66 @@ def logs(ctx: click.Context, process_id: str, follow: bool, lines: int) -> None:
             pass
 
 
-def _ask(ctx: click.Context, request: PsRequest | DownRequest) -> PsReply | object:
-    client = ControlClient(_run_dir(ctx).endpoint("control"))
+_NAMED: dict[
+    str,
+    tuple[type[StartRequest | StopRequest | RestartRequest | PauseRequest | ResumeRequest], str],
+] = {
+    "start": (StartRequest, "Start a stopped or failed process (the policy's history is reset)."),
+    "stop": (StopRequest, "Stop one process gracefully: SIGTERM, the grace period, SIGKILL."),
+    "restart": (RestartRequest, "Stop one process, start it again and wait until it is ready."),
+    "pause": (PauseRequest, "Keep a strategy's process and state but stop acting on candles."),
+    "resume": (ResumeRequest, "Let a paused strategy act on candles again."),
+}
+
+
+def _named_command(verb: str) -> None:
+    request_type, help_text = _NAMED[verb]
+
+    @main.command(name=verb, help=help_text)
+    @click.argument("process_id")
+    @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
+    @click.pass_context
+    def command(ctx: click.Context, process_id: str, timeout: float) -> None:
+        started = time.monotonic()
+        reply = _ask(ctx, request_type(ControlClient.next_id(), process_id), timeout)
+        assert isinstance(reply, OkReply)
+        click.echo(f"stratrun: {reply.message} ({(time.monotonic() - started) * 1000:.0f} ms)")
+
+
+for _verb in _NAMED:
+    _named_command(_verb)
+
+
+def _watch(run_dir: RunDir) -> None:
+    """Print lifecycle events as the manager publishes them, until Ctrl-C."""
+    import zmq
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = open_socket(ctx, zmq.SUB, connect=run_dir.endpoint("lifecycle"))
+    sub.setsockopt(zmq.SUBSCRIBE, LIFECYCLE_TOPIC)
+    try:
+        while True:
+            if not sub.poll(500):
+                continue
+            frames = sub.recv_multipart()
+            if len(frames) != 2:
+                continue
+            try:
+                event = LIFECYCLE_DECODER.decode(frames[1])
+            except msgspec.DecodeError:
+                continue
+            when = datetime.fromtimestamp(event.ts_ns / 1e9).strftime("%H:%M:%S.%f")[:-3]
+            detail = f"  {event.detail}" if event.detail else ""
+            click.echo(f"{when}  {event.name:<16} {event.event:<8} pid {event.pid}{detail}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        close_all(sub)
+        ctx.term()
+
+
+def _ask(ctx: click.Context, request: ControlRequest, timeout: float = 5.0) -> object:
+    client = ControlClient(_run_dir(ctx).endpoint("control"), timeout_s=timeout)
     try:
         reply = client.request(request)
     except ControlError as exc:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from broker.resample import can_resample, timeframe_ms
+from runtime.restart_policy import RestartSettings
 from workers.indicators import IndicatorSpec
 from workers.loader import StrategyLoadError, add_plugin_paths, load_strategy_class
 from workers.services.analyzers import AnalyzerSpec
@@ -39,7 +40,8 @@ _T = TypeVar("_T")
 RULE_STRATEGY = "workers.strategies.rules:RuleStrategy"
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,31}$"
-_TIMEFRAME_PATTERN = r"^[1-9][0-9]*[smhdwM]$"
+# Months are left out: they have no fixed length, so they cannot be resampled or paced.
+_TIMEFRAME_PATTERN = r"^[1-9][0-9]*[smhdw]$"
 
 
 class ConfigError(Exception):
@@ -72,16 +74,21 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
         How long a child may take to report ready before it counts as failed.
     stop_timeout_s:
         Grace between SIGTERM and SIGKILL when stopping a child.
-    restart_delay_s, restart_delay_max_s:
-        First and largest delay before restarting a child that exited (doubling between).
+    watchdog_timeout_s:
+        A running child silent for this long (no heartbeat: stuck) is killed and restarted.
+    max_rss_mb:
+        A worker whose resident memory exceeds this is killed and restarted (no cap if unset).
+    restart:
+        Restart policy, backoff and start limit of every process.
     """
 
     run_dir: str | None = None
     plugin_paths: list[str] = []
     ready_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
-    restart_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.5
-    restart_delay_max_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    watchdog_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    max_rss_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    restart: RestartSettings = RestartSettings()
 
 
 class FeedConfig(_Section, kw_only=True, frozen=True):
@@ -253,7 +260,7 @@ def _validate(raw: dict[str, Any], file: Path) -> Config:
     if not isinstance(strategies_raw, list) or not strategies_raw:
         raise ConfigError(file, "strategies", "at least one [[strategies]] table is required")
     strategies = [
-        _convert(_merge(defaults_raw, s), StrategyConfig, file, f"strategies[{i}]")
+        _convert_strategy(_merge(defaults_raw, s), file, f"strategies[{i}]")
         if isinstance(s, dict)
         else _fail(file, f"strategies[{i}]", "expected a table")
         for i, s in enumerate(strategies_raw)
@@ -268,6 +275,15 @@ def _validate(raw: dict[str, Any], file: Path) -> Config:
         source=str(file),
     )
     return _check(config, file)
+
+
+def _convert_strategy(raw: dict[str, Any], file: Path, key: str) -> StrategyConfig:
+    """Validate one merged strategy section; indicators one by one so errors name them."""
+    indicators = raw.get("indicators")
+    if isinstance(indicators, dict):
+        for name, spec in indicators.items():
+            _convert(spec, IndicatorSpec, file, f"{key}.indicators.{name}")  # type: ignore[arg-type]
+    return _convert(raw, StrategyConfig, file, key)
 
 
 def _check(config: Config, file: Path) -> Config:

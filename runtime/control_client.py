@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from runtime.messages import CONTROL_REPLY_DECODER, ControlReply, DownRequest, PsRequest
+from runtime.messages import CONTROL_REPLY_DECODER, ControlReply, ControlRequest
 from runtime.transport import close_all, open_socket, send_payload
 
 __all__ = ["ControlClient", "ControlError"]
@@ -29,7 +29,7 @@ class ControlClient:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
 
-    def request(self, request: PsRequest | DownRequest) -> ControlReply:
+    def request(self, request: ControlRequest) -> ControlReply:
         """Send ``request``; replies with another id (stale ones) are dropped."""
         path = self.endpoint.removeprefix("ipc://")
         if self.endpoint.startswith("ipc://") and not os.path.exists(path):

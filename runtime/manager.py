@@ -1,8 +1,10 @@
 """The manager: starts the aggregator, the broker and one worker per strategy, in that order,
-each after the previous one said ready; restarts what exits; answers the CLI; stops all.
+each after the previous one said ready; restarts what exits under its restart policy; kills
+what stops heartbeating or outgrows its memory cap; answers the CLI; stops all.
 
 Signal handlers only set a flag; the loop does the work. Children are reaped with a
-non-blocking poll every tick.
+non-blocking poll every tick. Control commands on one process run one at a time (a second
+gets "busy"); commands on other processes are never held up by it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -23,6 +26,7 @@ import zmq
 from runtime.child_process import ChildProcess
 from runtime.config import Config
 from runtime.console import TradeTail
+from runtime.lifecycle import ProcessState, Trigger
 from runtime.messages import (
     CONTROL_REQUEST_DECODER,
     SUPERVISION_UP_DECODER,
@@ -31,19 +35,33 @@ from runtime.messages import (
     ControlRequest,
     DownRequest,
     ErrorReply,
+    LifecycleEvent,
+    NamedRequest,
     OkReply,
+    Pause,
+    PauseRequest,
     ProcessRow,
     PsReply,
     PsRequest,
+    RestartRequest,
+    Resume,
+    ResumeRequest,
+    Role,
     StartFeed,
+    StartRequest,
+    StopRequest,
+    lifecycle_topic,
 )
+from runtime.restart_policy import RestartPolicy
 from runtime.rundir import RunDir
 from runtime.specs import AggregatorSpec, BrokerSpec, ChildSpec, Endpoints, WorkerSpec, write_spec
-from runtime.transport import RejectCounter, close_all, open_socket, send_to_peer
+from runtime.transport import RejectCounter, close_all, open_socket, send_to_peer, send_topic
 
 __all__ = ["AlreadyRunning", "Manager", "StartupFailed"]
 
 _TICK_MS = 50
+_SAMPLE_EVERY_S = 1.0
+_LIVE = (ProcessState.STARTING, ProcessState.RUNNING, ProcessState.PAUSED)
 
 
 class AlreadyRunning(Exception):
@@ -52,6 +70,16 @@ class AlreadyRunning(Exception):
 
 class StartupFailed(Exception):
     """The aggregator or the broker did not come up; nothing is left running."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A control command waiting for its process to get where it asked."""
+
+    identity: bytes
+    request: NamedRequest
+    deadline: float
+    phase: str  # "stopping", "starting", "pausing", "resuming"
 
 
 class Manager:
@@ -74,11 +102,18 @@ class Manager:
         self.rejects = RejectCounter()
         self.stopping = False
         self.feed_started = False
+        self.pending: dict[str, _Pending] = {}
+        self._next_sample = 0.0
         self._lock_handle: TextIO | None = None
         self._trades = TradeTail(run_dir.journal, out) if show_trades else None
-        self._handlers: dict[type[Any], Callable[[Any], msgspec.Struct]] = {
+        self._handlers: dict[type[Any], Callable[[bytes, Any], msgspec.Struct | None]] = {
             PsRequest: self._on_ps,
             DownRequest: self._on_down,
+            StartRequest: self._on_start,
+            StopRequest: self._on_stop,
+            RestartRequest: self._on_restart,
+            PauseRequest: self._on_pause,
+            ResumeRequest: self._on_resume,
         }
 
     # -- the whole life ------------------------------------------------------------
@@ -89,6 +124,7 @@ class Manager:
         ctx: zmq.Context[Any] = zmq.Context()
         self.sup = open_socket(ctx, zmq.ROUTER, bind=self.endpoints.supervision)
         self.control = open_socket(ctx, zmq.ROUTER, bind=self.endpoints.control)
+        self.lifecycle = open_socket(ctx, zmq.PUB, bind=self.run_dir.endpoint("lifecycle"))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._declare_children()
@@ -96,12 +132,13 @@ class Manager:
             self._supervise()
         finally:
             self._stop_all()
+            self._answer_all_pending("the system is stopping")
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            close_all(self.sup, self.control)
+            close_all(self.sup, self.control, self.lifecycle)
+            ctx.term()
             if self._trades is not None:
                 self._trades.close()
-            ctx.term()
             self._write_state()
             self._release_lock()
 
@@ -109,40 +146,35 @@ class Manager:
         self.stopping = True
 
     def _declare_children(self) -> None:
-        log_level = "info"
-        specs: list[ChildSpec] = [
-            AggregatorSpec(
-                name="aggregator",
-                endpoints=self.endpoints,
-                log_level=log_level,
-                aggregator=self.config.aggregator,
-                journal=str(self.run_dir.journal),
+        specs: list[tuple[Role, ChildSpec]] = [
+            (
+                "aggregator",
+                AggregatorSpec(
+                    name="aggregator",
+                    endpoints=self.endpoints,
+                    aggregator=self.config.aggregator,
+                    journal=str(self.run_dir.journal),
+                ),
             ),
-            BrokerSpec(
-                name="broker",
-                endpoints=self.endpoints,
-                log_level=log_level,
-                broker=self.config.broker,
+            (
+                "broker",
+                BrokerSpec(name="broker", endpoints=self.endpoints, broker=self.config.broker),
             ),
         ]
         for strategy in self.config.strategies:
-            specs.append(
-                WorkerSpec(
-                    name=strategy.id,
-                    endpoints=self.endpoints,
-                    log_level=log_level,
-                    strategy=strategy,
-                    ready_timeout_s=self.config.runtime.ready_timeout_s,
-                    plugin_paths=self.config.runtime.plugin_paths,
-                )
+            worker = WorkerSpec(
+                name=strategy.id,
+                endpoints=self.endpoints,
+                strategy=strategy,
+                ready_timeout_s=self.config.runtime.ready_timeout_s,
+                plugin_paths=self.config.runtime.plugin_paths,
             )
-        for spec in specs:
-            role = {"AggregatorSpec": "aggregator", "BrokerSpec": "broker", "WorkerSpec": "worker"}[
-                type(spec).__name__
-            ]
+            specs.append(("worker", worker))
+        for role, spec in specs:
             path = self.run_dir.specs_dir / f"{spec.name}.json"
             write_spec(path, spec)
-            child = ChildProcess(spec.name, role, path, self.run_dir.log_file(spec.name))  # type: ignore[arg-type]
+            policy = RestartPolicy(self.config.runtime.restart)
+            child = ChildProcess(spec.name, role, path, self.run_dir.log_file(spec.name), policy)
             self.children[spec.name] = child
             self.start_order.append(spec.name)
 
@@ -154,9 +186,8 @@ class Manager:
         poller.register(self.control, zmq.POLLIN)
         queue = list(self.start_order)  # children still to start, in order
         while not self.stopping:
-            now = time.monotonic()
             if queue and not self._starting():
-                self._spawn(self.children[queue.pop(0)])
+                self._spawn(self.children[queue.pop(0)], Trigger.START)
             ready = dict(poller.poll(_TICK_MS))
             if self.sup in ready:
                 self._drain_supervision()
@@ -164,22 +195,29 @@ class Manager:
                 self._drain_control()
             now = time.monotonic()
             self._check_ready_timeouts(now)
+            self._check_watchdog(now)
             self._reap(now)
+            self._kill_overdue_stops(now)
             self._restart_due(now)
+            self._progress_pending(now)
+            if now >= self._next_sample:
+                self._next_sample = now + _SAMPLE_EVERY_S
+                self._sample_resources()
             if not queue and not self.feed_started and self._all_running():
                 self._start_feed()
             if self._trades is not None and self.feed_started:
                 self._trades.poll(now)
 
     def _starting(self) -> bool:
-        return any(c.state == "starting" for c in self.children.values())
+        return any(c.state is ProcessState.STARTING for c in self.children.values())
 
     def _all_running(self) -> bool:
-        return all(c.state == "running" for c in self.children.values())
+        return all(c.state is ProcessState.RUNNING for c in self.children.values())
 
-    def _spawn(self, child: ChildProcess) -> None:
-        child.spawn()
+    def _spawn(self, child: ChildProcess, trigger: Trigger) -> None:
+        child.spawn(trigger)
         self._say(f"  started {child.role:<10} {child.name:<16} pid {child.pid}")
+        self._publish(child, "spawn", "")
         self._write_state()
 
     def _start_feed(self) -> None:
@@ -203,67 +241,115 @@ class Manager:
                 self.rejects.add("supervision", "decode")
                 continue
             child = self.children.get(identity.decode(errors="replace"))
-            if child is None or child.popen is None:
+            if child is None or not child.alive:
                 self.rejects.add("supervision", "unknown_peer")
                 continue
             match message:
                 case ChildReady():
-                    if message.pid != child.pid or child.state != "starting":
-                        continue  # a late word from an earlier incarnation
-                    child.state = "running"
-                    child.ready_at = time.monotonic()
-                    child.detail = dict(message.detail)
-                    extra = "".join(f"  {k} {v}" for k, v in sorted(message.detail.items()))
-                    took = child.ready_at - child.started_at
-                    self._say(f"  ready   {child.role:<10} {child.name:<16} in {took:.2f}s{extra}")
-                    if child.role == "broker" and self.feed_started:
-                        send_to_peer(self.sup, b"broker", StartFeed())
+                    if message.pid == child.pid and child.state is ProcessState.STARTING:
+                        self._on_ready(child, message)
                 case ChildHeartbeat():
-                    if child.state == "running":
+                    child.last_heartbeat = time.monotonic()
+                    if child.state in (ProcessState.RUNNING, ProcessState.PAUSED):
                         child.figures = message
+
+    def _on_ready(self, child: ChildProcess, message: ChildReady) -> None:
+        child.move(Trigger.READY)
+        child.ready_at = child.last_heartbeat = time.monotonic()
+        child.detail = dict(message.detail)
+        extra = "".join(f"  {k} {v}" for k, v in sorted(message.detail.items()))
+        took = child.ready_at - child.started_at
+        self._say(f"  ready   {child.role:<10} {child.name:<16} in {took:.2f}s{extra}")
+        self._publish(child, "ready", f"in {took:.3f}s")
+        if child.role == "broker" and self.feed_started:
+            send_to_peer(self.sup, b"broker", StartFeed())
 
     def _check_ready_timeouts(self, now: float) -> None:
         limit = self.config.runtime.ready_timeout_s
         for child in self.children.values():
-            if child.state == "starting" and now - child.started_at > limit:
+            if child.state is not ProcessState.STARTING or now - child.started_at <= limit:
+                continue
+            if child.role != "worker" and not self.feed_started:
+                raise StartupFailed(
+                    f"{child.role} did not become ready in {limit:g}s; see {child.log_path}"
+                )
+            if not child.kill_reason:
                 self._say(f"  {child.name} not ready after {limit:g}s; killing it")
-                if child.role != "worker" and not self.feed_started:
-                    raise StartupFailed(
-                        f"{child.role} did not become ready in {limit:g}s; see {child.log_path}"
-                    )
-                child.kill()
+                child.kill(f"not ready after {limit:g}s")
+
+    def _check_watchdog(self, now: float) -> None:
+        """A worker that stopped heartbeating is stuck (a loop, a deadlock): kill it."""
+        limit = self.config.runtime.watchdog_timeout_s
+        for child in self.children.values():
+            watched = child.state in (ProcessState.RUNNING, ProcessState.PAUSED)
+            if not watched or child.kill_reason or now - child.last_heartbeat <= limit:
+                continue
+            reason = f"watchdog: no heartbeat for {now - child.last_heartbeat:.1f}s"
+            self._say(f"  killing {child.name}: {reason}")
+            child.kill(reason)
+            self._publish(child, "killed", reason)
+
+    def _sample_resources(self) -> None:
+        cap = self.config.runtime.max_rss_mb
+        for child in self.children.values():
+            if not child.alive:
+                continue
+            used = child.sample()
+            over = cap is not None and child.role == "worker" and used.rss_bytes > cap * 2**20
+            if over and not child.kill_reason and child.state is not ProcessState.STOPPING:
+                reason = f"memory cap: RSS {used.rss_bytes / 2**20:.0f} MiB > {cap:g} MiB"
+                self._say(f"  killing {child.name}: {reason}")
+                child.kill(reason)
+                self._publish(child, "killed", reason)
 
     def _reap(self, now: float) -> None:
         for child in self.children.values():
-            if child.state not in ("starting", "running"):
-                continue
             code = child.poll_exit()
             if code is None:
                 continue
-            if child.role != "worker" and not self.feed_started and child.state == "starting":
+            why = child.kill_reason or child.last_exit
+            if child.state is ProcessState.STOPPING:
+                child.move(Trigger.STOPPED)
+                self._say(f"  stopped {child.role:<10} {child.name:<16} {child.last_exit}")
+                self._publish(child, "stopped", child.last_exit)
+                self._write_state()
+                continue
+            if child.role != "worker" and not self.feed_started:
                 raise StartupFailed(
-                    f"{child.role} exited with status {code} while starting: "
+                    f"{child.role} exited ({child.last_exit}) while starting: "
                     f"{_last_error_line(child.log_path)} (log: {child.log_path})"
                 )
-            runtime = self.config.runtime
-            stable = child.state == "running" and now - child.started_at > 30.0
-            if stable or child.restart_delay_s == 0:
-                child.restart_delay_s = runtime.restart_delay_s
+            decision = child.policy.on_exit(code, child.started_at, now)
+            if decision.restart:
+                child.move(Trigger.EXITED)
+                child.restart_at = now + decision.delay_s
+                text = f"{why}; restarting in {decision.delay_s:.1f}s"
+                self._say(f"  exited  {child.role:<10} {child.name:<16} {text}")
+                self._publish(child, "exit", text)
+            elif decision.failed:
+                child.move(Trigger.GAVE_UP)
+                self._say(f"  failed  {child.role:<10} {child.name:<16} {why}; {decision.reason}")
+                self._publish(child, "failed", f"{why}; {decision.reason}")
             else:
-                child.restart_delay_s = min(child.restart_delay_s * 2, runtime.restart_delay_max_s)
-            child.state = "backoff"
-            child.restart_at = now + child.restart_delay_s
-            self._say(
-                f"  exited  {child.role:<10} {child.name:<16} status {code}; "
-                f"restarting in {child.restart_delay_s:.1f}s"
-            )
+                child.move(Trigger.FINISHED)
+                self._say(f"  exited  {child.role:<10} {child.name:<16} {why}; {decision.reason}")
+                self._publish(child, "exit", f"{why}; {decision.reason}")
             self._write_state()
+
+    def _kill_overdue_stops(self, now: float) -> None:
+        for child in self.children.values():
+            overdue = child.state is ProcessState.STOPPING and now > child.stop_deadline
+            if overdue and not child.kill_reason:
+                grace = self.config.runtime.stop_timeout_s
+                self._say(f"  {child.name} ignored SIGTERM for {grace:g}s; killing it")
+                child.kill(f"ignored SIGTERM for {grace:g}s")
 
     def _restart_due(self, now: float) -> None:
         for child in self.children.values():
-            if child.state == "backoff" and now >= child.restart_at:
+            if child.state is ProcessState.BACKOFF and now >= child.restart_at:
                 child.restarts += 1
-                self._spawn(child)
+                self._publish(child, "restart", f"restart {child.restarts}")
+                self._spawn(child, Trigger.RESTART_DUE)
 
     # -- control -------------------------------------------------------------------
 
@@ -283,14 +369,139 @@ class Manager:
                 self.rejects.add("control", "decode")
                 send_to_peer(self.control, identity, ErrorReply(0, f"bad request: {exc}"))
                 continue
-            send_to_peer(self.control, identity, self._handlers[type(request)](request))
+            reply = self._handlers[type(request)](identity, request)
+            if reply is not None:
+                send_to_peer(self.control, identity, reply)
 
-    def _on_ps(self, request: PsRequest) -> PsReply:
+    def _on_ps(self, identity: bytes, request: PsRequest) -> PsReply:
         return PsReply(request.req_id, self.rows())
 
-    def _on_down(self, request: DownRequest) -> OkReply:
+    def _on_down(self, identity: bytes, request: DownRequest) -> OkReply:
         self.stopping = True
         return OkReply(request.req_id, "stopping")
+
+    def _target(
+        self, identity: bytes, request: NamedRequest, workers_only: bool = False
+    ) -> ChildProcess | ErrorReply:
+        child = self.children.get(request.name)
+        if child is None:
+            return ErrorReply(request.req_id, f"no process named {request.name!r}")
+        if workers_only and child.role != "worker":
+            return ErrorReply(request.req_id, f"{request.name} is the {child.role}, not a strategy")
+        if (busy := self.pending.get(request.name)) is not None:
+            kind = type(busy.request).__name__.removesuffix("Request").lower()
+            return ErrorReply(request.req_id, f"busy: a {kind} of {request.name} is in progress")
+        return child
+
+    def _await(self, identity: bytes, request: NamedRequest, phase: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        self.pending[request.name] = _Pending(identity, request, deadline, phase)
+
+    def _on_start(self, identity: bytes, request: StartRequest) -> msgspec.Struct | None:
+        child = self._target(identity, request)
+        if isinstance(child, ErrorReply):
+            return child
+        if child.state in _LIVE:
+            return OkReply(request.req_id, f"{child.name} is already {child.state.value}")
+        if child.state is ProcessState.STOPPING:
+            return ErrorReply(request.req_id, f"{child.name} is stopping; start it once stopped")
+        child.policy.reset()
+        trigger = Trigger.RESTART_DUE if child.state is ProcessState.BACKOFF else Trigger.START
+        self._spawn(child, trigger)
+        self._await(identity, request, "starting", self.config.runtime.ready_timeout_s + 1)
+        return None
+
+    def _on_stop(self, identity: bytes, request: StopRequest) -> msgspec.Struct | None:
+        child = self._target(identity, request)
+        if isinstance(child, ErrorReply):
+            return child
+        if child.state in (ProcessState.STOPPED, ProcessState.FAILED):
+            return OkReply(request.req_id, f"{child.name} is already {child.state.value}")
+        if child.state is ProcessState.BACKOFF:
+            child.move(Trigger.STOP)
+            self._publish(child, "stopped", "stopped while waiting to restart")
+            return OkReply(request.req_id, f"{child.name} stopped")
+        if child.state is not ProcessState.STOPPING:
+            child.terminate(self.config.runtime.stop_timeout_s)
+        self._await(identity, request, "stopping", self.config.runtime.stop_timeout_s + 5)
+        return None
+
+    def _on_restart(self, identity: bytes, request: RestartRequest) -> msgspec.Struct | None:
+        child = self._target(identity, request)
+        if isinstance(child, ErrorReply):
+            return child
+        child.policy.reset()
+        timeout = self.config.runtime.stop_timeout_s + self.config.runtime.ready_timeout_s + 5
+        if child.state in _LIVE:
+            child.terminate(self.config.runtime.stop_timeout_s)
+        elif child.state is ProcessState.BACKOFF:
+            child.move(Trigger.STOP)
+        self._await(identity, request, "stopping", timeout)
+        return None
+
+    def _on_pause(self, identity: bytes, request: PauseRequest) -> msgspec.Struct | None:
+        child = self._target(identity, request, workers_only=True)
+        if isinstance(child, ErrorReply):
+            return child
+        if child.state is ProcessState.PAUSED:
+            return OkReply(request.req_id, f"{child.name} is already paused")
+        if child.state is not ProcessState.RUNNING:
+            return ErrorReply(request.req_id, f"{child.name} is {child.state.value}, not running")
+        child.move(Trigger.PAUSE)
+        send_to_peer(self.sup, child.name.encode(), Pause())
+        self._await(identity, request, "pausing", 5.0)
+        return None
+
+    def _on_resume(self, identity: bytes, request: ResumeRequest) -> msgspec.Struct | None:
+        child = self._target(identity, request, workers_only=True)
+        if isinstance(child, ErrorReply):
+            return child
+        if child.state is ProcessState.RUNNING:
+            return OkReply(request.req_id, f"{child.name} is already running")
+        if child.state is not ProcessState.PAUSED:
+            return ErrorReply(request.req_id, f"{child.name} is {child.state.value}, not paused")
+        child.move(Trigger.RESUME)
+        send_to_peer(self.sup, child.name.encode(), Resume())
+        self._await(identity, request, "resuming", 5.0)
+        return None
+
+    def _progress_pending(self, now: float) -> None:
+        """Answer the commands whose process got where they asked (or ran out of time)."""
+        for name, op in list(self.pending.items()):
+            child = self.children[name]
+            reported = child.figures.state if child.figures is not None else ""
+            reply: msgspec.Struct | None = None
+            if op.phase == "stopping" and child.state in (
+                ProcessState.STOPPED,
+                ProcessState.FAILED,
+            ):
+                if isinstance(op.request, RestartRequest):
+                    self._spawn(child, Trigger.START)
+                    op.phase = "starting"
+                else:
+                    reply = OkReply(op.request.req_id, f"{name} stopped ({child.last_exit})")
+            elif op.phase == "starting" and child.state is ProcessState.RUNNING:
+                reply = OkReply(op.request.req_id, f"{name} running, pid {child.pid}")
+            elif op.phase == "starting" and child.state is ProcessState.FAILED:
+                reply = ErrorReply(op.request.req_id, f"{name} failed to start: {child.last_exit}")
+            elif op.phase == "pausing" and reported == "paused":
+                self._publish(child, "paused", "")
+                reply = OkReply(op.request.req_id, f"{name} paused")
+            elif op.phase == "resuming" and reported == "" and child.figures is not None:
+                self._publish(child, "resumed", "")
+                reply = OkReply(op.request.req_id, f"{name} resumed")
+            elif child.state not in _LIVE and op.phase in ("pausing", "resuming"):
+                reply = ErrorReply(op.request.req_id, f"{name} is {child.state.value}")
+            if reply is None and now > op.deadline:
+                reply = ErrorReply(op.request.req_id, f"{name}: no confirmation ({op.phase})")
+            if reply is not None:
+                del self.pending[name]
+                send_to_peer(self.control, op.identity, reply)
+
+    def _answer_all_pending(self, message: str) -> None:
+        for op in self.pending.values():
+            send_to_peer(self.control, op.identity, ErrorReply(op.request.req_id, message))
+        self.pending.clear()
 
     def rows(self) -> list[ProcessRow]:
         """One row per process, for ``ps``."""
@@ -300,12 +511,13 @@ class Manager:
             c = self.children[name]
             f = c.figures or ChildHeartbeat(name)
             # A running worker may report a state of its own (errored: up but not trading).
-            state = f.state if c.state == "running" and f.state else c.state
+            state = f.state if c.state is ProcessState.RUNNING and f.state else c.state.value
+            r = c.resources
             rows.append(
                 ProcessRow(
                     name,
                     c.role,
-                    c.pid,
+                    c.pid if c.alive else 0,
                     state,
                     round(c.uptime_s(now), 3),
                     c.restarts,
@@ -313,42 +525,57 @@ class Manager:
                     f.open_positions,
                     f.realized_pnl,
                     dict(c.detail),
+                    r.rss_bytes,
+                    r.uss_bytes,
+                    r.cpu_percent,
+                    c.kill_reason or c.last_exit,
                 )
             )
         return rows
+
+    def _publish(self, child: ChildProcess, event: str, detail: str) -> None:
+        message = LifecycleEvent(child.name, child.role, child.pid, event, detail, time.time_ns())
+        send_topic(self.lifecycle, lifecycle_topic(child.name, event), message, zmq.NOBLOCK)
 
     # -- stop ----------------------------------------------------------------------
 
     def _stop_all(self) -> None:
         """Workers first (they flush their events), then the broker, then the aggregator."""
         for role in ("worker", "broker", "aggregator"):
-            group = [c for c in self.children.values() if c.role == role and c.popen is not None]
+            group = [c for c in self.children.values() if c.role == role]
             try:
                 self._stop_group(group)
             except BaseException:
                 # Whatever went wrong (a second Ctrl-C included), no child may outlive us.
                 for child in self.children.values():
-                    child.kill()
+                    child.kill("manager stopping after an error")
                 raise
 
     def _stop_group(self, group: list[ChildProcess]) -> None:
-        live = [c for c in group if c.poll_exit() is None]
-        for child in live:
-            child.terminate()
-        deadline = time.monotonic() + self.config.runtime.stop_timeout_s
+        grace = self.config.runtime.stop_timeout_s
+        for child in group:
+            if child.state is ProcessState.BACKOFF:
+                child.move(Trigger.STOP)
+            elif child.alive and child.state is not ProcessState.STOPPING:
+                child.terminate(grace)
+        deadline = time.monotonic() + grace
+        live = [c for c in group if c.alive]
         while live and time.monotonic() < deadline:
-            live = [c for c in live if c.poll_exit() is None]
+            for child in live:
+                child.poll_exit()
+            live = [c for c in live if c.alive]
             if live:
                 time.sleep(0.02)  # waiting for exits we just asked for; nothing else to serve
         for child in live:
-            grace = self.config.runtime.stop_timeout_s
             self._say(f"  {child.name} ignored SIGTERM for {grace:g}s; killing it")
-            child.kill()
+            child.kill(f"ignored SIGTERM for {grace:g}s")
             assert child.popen is not None
             child.popen.wait()
+            child.poll_exit()
         for child in group:
-            child.state = "stopped"
-            self._say(f"  stopped {child.role:<10} {child.name:<16} status {child.last_exit}")
+            if child.state is ProcessState.STOPPING:
+                child.move(Trigger.STOPPED)
+                self._say(f"  stopped {child.role:<10} {child.name:<16} {child.last_exit}")
 
     # -- run directory -------------------------------------------------------------
 
@@ -381,7 +608,12 @@ class Manager:
             "manager_pid": os.getpid(),
             "config": self.config.source,
             "children": {
-                c.name: {"role": c.role, "pid": c.pid, "state": c.state, "restarts": c.restarts}
+                c.name: {
+                    "role": c.role,
+                    "pid": c.pid if c.alive else 0,
+                    "state": c.state.value,
+                    "restarts": c.restarts,
+                }
                 for c in self.children.values()
             },
         }

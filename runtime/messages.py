@@ -25,6 +25,8 @@ __all__ = [
     "EVENT_BODY_JSON_ENCODER",
     "FEED_HEARTBEAT_DECODER",
     "HEARTBEAT_TOPIC",
+    "LIFECYCLE_DECODER",
+    "LIFECYCLE_TOPIC",
     "SUPERVISION_DOWN_DECODER",
     "SUPERVISION_UP_DECODER",
     "Ack",
@@ -44,27 +46,37 @@ __all__ = [
     "FeedHeartbeat",
     "Heartbeat",
     "Hello",
+    "LifecycleEvent",
     "Log",
+    "NamedRequest",
     "OkReply",
     "OpenPosition",
     "OrderFilled",
     "OrderRejected",
     "OrderSubmitted",
+    "Pause",
+    "PauseRequest",
     "PositionClosed",
     "PositionOpened",
     "PositionSide",
     "ProcessRow",
     "PsReply",
     "PsRequest",
+    "RestartRequest",
+    "Resume",
+    "ResumeRequest",
     "Role",
     "Side",
     "Signal",
     "StartFeed",
+    "StartRequest",
     "Stats",
+    "StopRequest",
     "SupervisionDown",
     "SupervisionUp",
     "Welcome",
     "candle_topic",
+    "lifecycle_topic",
     "parse_candle_topic",
 ]
 
@@ -375,8 +387,50 @@ class StartFeed(_Wire, tag="start_feed", frozen=True):
     """Manager to broker: every worker is subscribed, start publishing candles."""
 
 
+class Pause(_Wire, tag="pause", frozen=True):
+    """Manager to worker: keep the process and its state, stop acting on candles."""
+
+
+class Resume(_Wire, tag="resume", frozen=True):
+    """Manager to worker: act on candles again."""
+
+
 SupervisionUp = ChildReady | ChildHeartbeat
-SupervisionDown = StartFeed
+SupervisionDown = StartFeed | Pause | Resume
+
+# --------------------------------------------------------------------------- lifecycle
+
+LIFECYCLE_TOPIC = b"lc|"
+
+
+class LifecycleEvent(_Wire, frozen=True):
+    """What happened to a process, published by the manager on topic ``lc|<name>|<event>``.
+
+    Parameters
+    ----------
+    name, role, pid:
+        The process.
+    event:
+        ``spawn``, ``ready``, ``exit``, ``restart``, ``failed``, ``stopped``, ``paused``,
+        ``resumed``, ``killed`` (by the watchdog or the memory cap).
+    detail:
+        Why, in words (exit status, the rule that fired, the restart delay).
+    ts_ns:
+        Manager wall clock.
+    """
+
+    name: str
+    role: Role
+    pid: int
+    event: str
+    detail: str
+    ts_ns: int
+
+
+def lifecycle_topic(name: str, event: str) -> bytes:
+    """The PUB topic of a lifecycle event: prefix ``lc|<name>|`` selects one process."""
+    return f"lc|{name}|{event}".encode()
+
 
 # --------------------------------------------------------------------------- control
 
@@ -393,7 +447,51 @@ class DownRequest(_Wire, tag="down", frozen=True):
     req_id: int
 
 
-ControlRequest = PsRequest | DownRequest
+class StartRequest(_Wire, tag="start", frozen=True):
+    """Start a stopped (or failed) process; replies once it is ready."""
+
+    req_id: int
+    name: str
+
+
+class StopRequest(_Wire, tag="stop", frozen=True):
+    """Stop one process gracefully (SIGKILL after the grace); replies once it has exited."""
+
+    req_id: int
+    name: str
+
+
+class RestartRequest(_Wire, tag="restart", frozen=True):
+    """Stop then start one process; replies once the new one is ready."""
+
+    req_id: int
+    name: str
+
+
+class PauseRequest(_Wire, tag="pause", frozen=True):
+    """Pause one strategy; replies once the worker confirms."""
+
+    req_id: int
+    name: str
+
+
+class ResumeRequest(_Wire, tag="resume", frozen=True):
+    """Resume one paused strategy; replies once the worker confirms."""
+
+    req_id: int
+    name: str
+
+
+ControlRequest = (
+    PsRequest
+    | DownRequest
+    | StartRequest
+    | StopRequest
+    | RestartRequest
+    | PauseRequest
+    | ResumeRequest
+)
+NamedRequest = StartRequest | StopRequest | RestartRequest | PauseRequest | ResumeRequest
 
 
 class ProcessRow(_Wire, frozen=True):
@@ -409,6 +507,10 @@ class ProcessRow(_Wire, frozen=True):
     open_positions: int = 0
     realized_pnl: float = 0.0
     detail: dict[str, str] = {}
+    rss_bytes: int = 0
+    uss_bytes: int = 0
+    cpu_percent: float = 0.0
+    last_exit: str = ""
 
 
 class PsReply(_Wire, tag="ps_reply", frozen=True):
@@ -442,6 +544,7 @@ EVENTS_UP_DECODER = msgspec.msgpack.Decoder(EventsUp)
 EVENTS_DOWN_DECODER = msgspec.msgpack.Decoder(EventsDown)
 SUPERVISION_UP_DECODER = msgspec.msgpack.Decoder(SupervisionUp)
 SUPERVISION_DOWN_DECODER = msgspec.msgpack.Decoder(SupervisionDown)
+LIFECYCLE_DECODER = msgspec.msgpack.Decoder(LifecycleEvent)
 CONTROL_REQUEST_DECODER = msgspec.msgpack.Decoder(ControlRequest)
 CONTROL_REPLY_DECODER = msgspec.msgpack.Decoder(ControlReply)
 # The journal keeps bodies as JSON so that they read well in sqlite3 and json_extract().

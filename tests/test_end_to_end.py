@@ -17,7 +17,7 @@ from tests.harness import DATA, REPO, RunningSystem, alive, fetch, wait_until, w
 CONFIG = f"""
 [runtime]
 stop_timeout_s = 5
-restart_delay_s = 0.2
+restart = {{ delay_s = 0.2 }}
 
 [broker]
 speed = 3000            # 10 candles a second per 5-minute stream

@@ -27,7 +27,10 @@ from runtime.messages import (
     Event,
     Heartbeat,
     Hello,
+    Pause,
+    Resume,
     Stats,
+    SupervisionDown,
     Welcome,
     candle_topic,
 )
@@ -172,7 +175,7 @@ class _Worker:
             if self.events in ready:
                 self._drain_acks()
             if self.sup.socket in ready:
-                self.sup.receive()
+                self._on_commands(self.sup.receive())
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + self.spec.strategy.stats_interval_s
@@ -190,6 +193,20 @@ class _Worker:
                 self.last_ack_progress = now
             if self.sup.heartbeat_due(now):
                 self.sup.heartbeat(now, self._figures())
+
+    def _on_commands(self, commands: list[SupervisionDown]) -> None:
+        assert self.runner is not None
+        for command in commands:
+            match command:
+                case Pause():
+                    self.runner.pause()
+                case Resume():
+                    self.runner.resume()
+                case _:
+                    continue
+            self.log.info("strategy %s %s", self.sid, self.runner.state)
+            # An immediate heartbeat carries the new state: it is the manager's confirmation.
+            self.sup.heartbeat(time.monotonic(), self._figures())
 
     def finish(self) -> None:
         """Graceful stop: let the strategy stop, report, wait briefly for the last ack."""

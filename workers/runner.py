@@ -79,13 +79,23 @@ class StrategyRunner:
 
     def stop(self) -> None:
         """Let the strategy stop, then close its services."""
-        if self.state == "running":
+        if self.state != "errored":
             self._guarded("on_stop", self.strategy.on_stop)
+            self.state = "stopped"
         self.container.close()
+
+    def pause(self) -> None:
+        """Stop acting on candles; indicators, fills and marks still follow the market."""
+        if self.state == "running":
+            self.state = "paused"
+
+    def resume(self) -> None:
+        if self.state == "paused":
+            self.state = "running"
 
     def on_candle(self, candle: Candle) -> None:
         """Run one candle through the services and the strategy."""
-        if self.state != "running":
+        if self.state in ("errored", "stopped"):
             return
         self.candles += 1
         c = self.container
@@ -103,10 +113,14 @@ class StrategyRunner:
                     fill.fee,
                 )
                 self._guarded("on_fill", self.strategy.on_fill, fill)
+            if self.state == "errored":
+                return  # it gave up inside on_fill: this candle ends here too
             c.positions.mark(candle, symbol)
         c.indicators.update(candle, symbol, timeframe)
         if c.gate is not None:
             c.gate.observe(candle, symbol, timeframe)
+        if self.state == "paused":
+            return
         if self._guarded("on_candle", self.strategy.on_candle, candle):
             c.carry_out()
         else:

@@ -13,7 +13,7 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
-from workers.indicators import Bar
+from workers.indicators import Bar, Indicator
 from workers.services.indicator_registry import IndicatorRegistry
 
 __all__ = [
@@ -130,6 +130,17 @@ class Analyzer:
 
     def __init__(self, params: AnalyzerParams) -> None:
         self.weight = params.weight
+        self._names = params.indicator_names()
+        # The indicator objects of each symbol, looked up once: this runs on every candle.
+        self._inputs: dict[str, tuple[Indicator, ...]] = {}
+
+    def inputs(self, indicators: IndicatorRegistry, symbol: str) -> tuple[Indicator, ...]:
+        """This analyzer's indicators for ``symbol``, in ``indicator_names()`` order."""
+        found = self._inputs.get(symbol)
+        if found is None:
+            found = tuple(indicators.get(symbol, name) for name in self._names)
+            self._inputs[symbol] = found
+        return found
 
     def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
         raise NotImplementedError
@@ -144,8 +155,8 @@ class _Cross(Analyzer):
         self.p = params
 
     def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        fast = indicators.value(symbol, self.p.fast)
-        slow = indicators.value(symbol, self.p.slow)
+        fast_ind, slow_ind = self.inputs(indicators, symbol)
+        fast, slow = fast_ind.output(), slow_ind.output()
         if fast is None or slow is None or slow == 0:
             return None
         if self.p.scale_pct == 0:
@@ -164,7 +175,8 @@ class _Oscillator(Analyzer):
         self._half = (params.upper - params.lower) / 2.0
 
     def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        value = indicators.value(symbol, self.p.indicator, self.p.output)
+        (oscillator,) = self.inputs(indicators, symbol)
+        value = oscillator.output(self.p.output)
         if value is None:
             return None
         return _clip((self._mid - value) / self._half)
@@ -179,7 +191,8 @@ class _Macd(Analyzer):
         self.p = params
 
     def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        hist = indicators.value(symbol, self.p.indicator, "hist")
+        (macd,) = self.inputs(indicators, symbol)
+        hist = macd.output("hist")
         return None if hist is None else _sign(hist)
 
 
@@ -192,8 +205,8 @@ class _Bollinger(Analyzer):
         self.p = params
 
     def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        upper = indicators.value(symbol, self.p.indicator, "upper")
-        middle = indicators.value(symbol, self.p.indicator, "middle")
+        (bands,) = self.inputs(indicators, symbol)
+        upper, middle = bands.output("upper"), bands.output("middle")
         if upper is None or middle is None:
             return None
         width = upper - middle
@@ -211,7 +224,8 @@ class _PriceVs(Analyzer):
         self.p = params
 
     def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        level = indicators.value(symbol, self.p.indicator)
+        (indicator,) = self.inputs(indicators, symbol)
+        level = indicator.output()
         return None if level is None else _sign(bar.close - level)
 
 
@@ -224,9 +238,9 @@ class _Adx(Analyzer):
         self.p = params
 
     def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        adx = indicators.value(symbol, self.p.indicator, "adx")
-        plus = indicators.value(symbol, self.p.indicator, "plus_di")
-        minus = indicators.value(symbol, self.p.indicator, "minus_di")
+        (indicator,) = self.inputs(indicators, symbol)
+        adx = indicator.output("adx")
+        plus, minus = indicator.output("plus_di"), indicator.output("minus_di")
         if adx is None or plus is None or minus is None:
             return None
         return 0.0 if adx < self.p.threshold else _sign(plus - minus)

@@ -40,7 +40,7 @@ class FilterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         decision-timeframe candles.
     """
 
-    trading_hours_utc: list[tuple[Hour, Hour]] = []
+    trading_hours_utc: tuple[tuple[Hour, Hour], ...] = ()
     volatility_floor: VolatilityFloor | None = None
     max_open_positions: Annotated[int, msgspec.Meta(ge=0)] = 0
     cooldown_after_loss_candles: Annotated[int, msgspec.Meta(ge=0)] = 0
@@ -90,8 +90,9 @@ class FilterOrchestrator:
             pct = level / bar.close * 100.0
             if pct < floor.min_pct:
                 return f"volatility_floor: {floor.indicator} {pct:.3g}% < {floor.min_pct:g}%"
-        if c.max_open_positions and self._positions.open_count >= c.max_open_positions:
-            return f"max_open_positions: {self._positions.open_count} open"
+        held = self._positions.exposure_count
+        if c.max_open_positions and held >= c.max_open_positions:
+            return f"max_open_positions: {held} open or on their way"
         if c.cooldown_after_loss_candles:
             last = self._positions.last_closed(symbol)
             if last is not None and last.realized_pnl < 0:

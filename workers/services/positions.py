@@ -130,6 +130,11 @@ class PositionLifecycleService:
         return len(self.open_positions()) + len(self._closing)
 
     @property
+    def exposure_count(self) -> int:
+        """Positions that hold or will hold exposure: pending entries, open, still closing."""
+        return len(self._active) + len(self._closing)
+
+    @property
     def unrealized_pnl(self) -> float:
         held = [*self.open_positions(), *self._closing.values()]
         return sum(p.unrealized_pnl for p in held)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import psutil
 
 from runtime.control_client import ControlClient
-from runtime.messages import PsReply, PsRequest
+from runtime.messages import LIFECYCLE_DECODER, LifecycleEvent, PsReply, PsRequest
 from runtime.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,3 +146,38 @@ class RunningSystem:
 def write_config(path: Path, body: str) -> Path:
     path.write_text(body)
     return path
+
+
+class LifecycleListener:
+    """Subscribes to the manager's lifecycle events of one process (or all)."""
+
+    def __init__(self, run_dir: RunDir, name: str = "") -> None:
+        import zmq
+
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._sub.linger = 0
+        self._sub.connect(run_dir.endpoint("lifecycle"))
+        self._sub.setsockopt(zmq.SUBSCRIBE, f"lc|{name}|".encode() if name else b"lc|")
+        self.events: list[LifecycleEvent] = []
+
+    def drain(self, wait_ms: int = 50) -> list[LifecycleEvent]:
+        """Collect what has arrived (waiting up to ``wait_ms`` for the first)."""
+        while self._sub.poll(wait_ms):
+            _, payload = self._sub.recv_multipart()
+            self.events.append(LIFECYCLE_DECODER.decode(payload))
+            wait_ms = 0
+        return self.events
+
+    def wait_for(self, event: str, timeout: float, count: int = 1) -> list[LifecycleEvent]:
+        """Events so far once ``count`` of kind ``event`` arrived."""
+
+        def probe() -> list[LifecycleEvent] | None:
+            seen = self.drain()
+            return seen if sum(e.event == event for e in seen) >= count else None
+
+        return wait_until(probe, timeout, f"{count} lifecycle event(s) {event!r}")
+
+    def close(self) -> None:
+        self._sub.close(0)
+        self._ctx.term()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Annotated
 
 import msgspec
@@ -31,3 +33,66 @@ class Flaky(Strategy):
             raise RuntimeError(f"flaky on candle {candle.seq}")
         held = self.ctx.position(candle.symbol) is not None
         self.ctx.target(candle.symbol, "flat" if held else "long", "flip")
+
+
+class AfterParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    after: Annotated[int, msgspec.Meta(ge=1)] = 3
+
+
+class Crash(Strategy):
+    """Kills its own process (exit status 3) after ``after`` candles: a crash loop."""
+
+    Params = AfterParams
+
+    def on_candle(self, candle: Candle) -> None:
+        assert isinstance(self.params, AfterParams)
+        self.seen = getattr(self, "seen", 0) + 1
+        if self.seen >= self.params.after:
+            os._exit(3)
+
+
+class Hang(Strategy):
+    """Spins forever in on_candle after ``after`` candles: a stuck strategy."""
+
+    Params = AfterParams
+
+    def on_candle(self, candle: Candle) -> None:
+        assert isinstance(self.params, AfterParams)
+        self.seen = getattr(self, "seen", 0) + 1
+        if self.seen >= self.params.after:
+            while True:
+                pass
+
+
+class LeakParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    mb_per_candle: Annotated[int, msgspec.Meta(ge=1)] = 4
+
+
+class Leak(Strategy):
+    """Keeps ``mb_per_candle`` MiB more on every candle: a memory leak."""
+
+    Params = LeakParams
+
+    def __init__(self, ctx: StrategyContext, params: msgspec.Struct) -> None:
+        super().__init__(ctx, params)
+        assert isinstance(params, LeakParams)
+        self.size = params.mb_per_candle * 2**20
+        self.kept: list[bytearray] = []
+
+    def on_candle(self, candle: Candle) -> None:
+        self.kept.append(bytearray(b"x" * self.size))  # written, so the pages are resident
+
+
+class Flip(Strategy):
+    """Long on one candle, flat on the next: it trades on every candle it acts on."""
+
+    def on_candle(self, candle: Candle) -> None:
+        held = self.ctx.position(candle.symbol) is not None
+        self.ctx.target(candle.symbol, "flat" if held else "long", "flip")
+
+
+class SlowStop(Strategy):
+    """Takes two seconds to stop: long enough to be busy while a command waits on it."""
+
+    def on_stop(self) -> None:
+        time.sleep(2.0)

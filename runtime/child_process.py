@@ -60,16 +60,55 @@ class ChildProcess:
     figures: ChildHeartbeat | None = None
     detail: dict[str, str] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
+    adopted_pid: int = 0  # a live process an earlier manager started (not our child)
+    spec_digest: str = ""  # hash of the spec it was started with: a changed one is not adopted
     _ps: psutil.Process | None = None
 
     @property
     def pid(self) -> int:
-        return self.popen.pid if self.popen is not None else 0
+        if self.popen is not None:
+            return self.popen.pid
+        return self.adopted_pid
 
     @property
     def alive(self) -> bool:
-        """Spawned and not yet reaped."""
-        return self.popen is not None and self.popen.returncode is None
+        """Spawned (or adopted) and not yet reaped (or seen gone)."""
+        if self.popen is not None:
+            return self.popen.returncode is None
+        return self.adopted_pid != 0
+
+    @property
+    def create_time(self) -> float:
+        """The OS's start time of the process (with the pid, what identifies it)."""
+        if self._ps is None:
+            return 0.0
+        try:
+            return float(self._ps.create_time())
+        except psutil.Error:
+            return 0.0
+
+    def adopt(self, pid: int, create_time: float) -> bool:
+        """Take over a live process an earlier manager started, if it really is that one.
+
+        A pid alone could have been reused by an unrelated process since: the start time
+        must match too, so such a process is never adopted (nor signalled).
+        """
+        try:
+            process = psutil.Process(pid)
+            same = abs(process.create_time() - create_time) < 0.01
+            if not same or process.status() == psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.Error:
+            return False
+        self.move(Trigger.ADOPTED)
+        self.popen = None
+        self.adopted_pid = pid
+        self._ps = process
+        now = time.monotonic()
+        self.started_at = now - max(0.0, time.time() - create_time)
+        self.ready_at = self.last_heartbeat = now
+        process.cpu_percent(None)
+        return True
 
     def move(self, trigger: Trigger) -> ProcessState:
         """Apply ``trigger`` through the transition table; returns the new state."""
@@ -79,6 +118,7 @@ class ChildProcess:
     def spawn(self, trigger: Trigger) -> None:
         """Start the process in its own session (own process group), output to its log file."""
         self.move(trigger)
+        self.adopted_pid = 0
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", _MODULES[self.role], str(self.spec_path)],
@@ -103,6 +143,8 @@ class ChildProcess:
 
     def poll_exit(self) -> int | None:
         """Reap the process if it exited (non-blocking); returns its exit status then."""
+        if self.popen is None and self.adopted_pid:
+            return self._poll_adopted()
         if self.popen is None or self.popen.returncode is not None:
             return None
         code = self.popen.poll()
@@ -110,13 +152,25 @@ class ChildProcess:
             self.last_exit = describe_exit(code)
         return code
 
+    def _poll_adopted(self) -> int | None:
+        """An adopted process is not our child: we see it gone, not its exit status."""
+        assert self._ps is not None
+        try:
+            gone = not self._ps.is_running() or self._ps.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            gone = True
+        if not gone:
+            return None
+        self.adopted_pid = 0
+        self.last_exit = "exited (adopted: status unknown)"
+        return 1  # unknown: counted as a failure, so the restart policy treats it as a crash
+
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the child's process group (it leads its own session)."""
         if not self.alive:
             return
-        assert self.popen is not None
         try:
-            os.killpg(self.popen.pid, signum)
+            os.killpg(self.pid, signum)
         except ProcessLookupError:
             pass
 

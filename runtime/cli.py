@@ -58,8 +58,11 @@ def main(ctx: click.Context, run_dir: str | None) -> None:
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "-d", "--detach", is_flag=True, help="Run in the background; return once all are ready."
+)
 @click.pass_context
-def up(ctx: click.Context, config: str | None) -> None:
+def up(ctx: click.Context, config: str | None, detach: bool) -> None:
     """Start the system in the foreground (CONFIG defaults to the bundled demo)."""
     path = Path(config) if config else DEMO_CONFIG
     try:
@@ -68,6 +71,8 @@ def up(ctx: click.Context, config: str | None) -> None:
         click.echo(f"stratrun: config error: {exc}", err=True)
         sys.exit(2)
     run_dir = RunDir.at(ctx.obj["run_dir"] or cfg.runtime.run_dir or DEFAULT_RUN_DIR)
+    if detach:
+        sys.exit(_up_detached(run_dir, Path(cfg.source)))
     click.echo(f"stratrun: {len(cfg.strategies)} strategies from {cfg.source}")
     try:
         Manager(cfg, run_dir, sys.stdout).run()
@@ -78,6 +83,47 @@ def up(ctx: click.Context, config: str | None) -> None:
         click.echo(f"stratrun: start-up failed: {exc}", err=True)
         sys.exit(1)
     click.echo("stratrun: stopped")
+
+
+def _up_detached(run_dir: RunDir, config: Path) -> int:
+    """Start ``stratrun up`` in its own session, logging to the run directory; wait for it."""
+    import subprocess
+
+    try:
+        run_dir.create()
+    except (OSError, RunDirError) as exc:
+        click.echo(f"stratrun: {exc}", err=True)
+        return 1
+    log_path = run_dir.log_file("manager")
+    with open(log_path, "ab") as log:
+        manager = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "--run-dir", str(run_dir.root), "up", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    client = ControlClient(run_dir.endpoint("control"), timeout_s=1.0)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if manager.poll() is not None:
+            click.echo(f"stratrun: the manager exited with status {manager.returncode}:", err=True)
+            for line in log_path.read_text(errors="replace").splitlines()[-5:]:
+                click.echo(f"  {line}", err=True)
+            return 1
+        try:
+            reply = client.request(PsRequest(ControlClient.next_id()))
+        except ControlError:
+            reply = None
+        if isinstance(reply, PsReply) and all(r.state == "running" for r in reply.rows):
+            click.echo(
+                f"stratrun: {len(reply.rows)} processes running in the background "
+                f"(manager pid {manager.pid}, log {log_path}); stratrun ps | logs ID | down"
+            )
+            return 0
+        time.sleep(0.1)  # polling another process until it is ready; nothing to wait on
+    click.echo("stratrun: not every process was ready after 120 s; see stratrun ps", err=True)
+    return 1
 
 
 @main.command()

@@ -21,7 +21,7 @@ class TradeTail:
         self._journal = journal
         self._out = out
         self._db: sqlite3.Connection | None = None
-        self._after = 0
+        self._after = _last_id(journal)  # what an earlier run journaled is not news
         self._next_at = 0.0
 
     def poll(self, now: float) -> None:
@@ -68,3 +68,17 @@ class TradeTail:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+
+
+def _last_id(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT MAX(id) FROM events").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0)

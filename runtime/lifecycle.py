@@ -3,7 +3,8 @@
 Nothing changes a process's state but :func:`next_state`, which looks the pair (state, trigger)
 up in :data:`TRANSITIONS` and raises :class:`TransitionError` for any pair not there. In prose:
 
-- ``stopped`` (at rest, never started or cleanly finished): ``start`` spawns it -> ``starting``.
+- ``stopped`` (at rest, never started or cleanly finished): ``start`` spawns it -> ``starting``;
+  ``adopted`` (a new manager found it alive, started by an earlier manager) -> ``running``.
 - ``starting`` (spawned, has not said ready): ``ready`` -> ``running``; ``stop`` ->
   ``stopping``; ``ready_timeout`` keeps it ``starting`` (see below); and like any live process
   it can be reaped: ``exited`` -> ``backoff``, ``gave_up`` -> ``failed``, ``finished`` ->
@@ -65,6 +66,7 @@ class Trigger(StrEnum):
     RESUME = "resume"
     RESTART_DUE = "restart_due"  # the backoff delay elapsed; spawned again
     READY_TIMEOUT = "ready_timeout"  # killed for not saying ready in time; its reap follows
+    ADOPTED = "adopted"  # found alive after a manager restart (pid and start time verified)
 
 
 # Short names, so that each row of the table reads as one line.
@@ -73,6 +75,7 @@ _T = Trigger
 
 TRANSITIONS: Final[dict[tuple[ProcessState, Trigger], ProcessState]] = {
     (_S.STOPPED, _T.START): _S.STARTING,
+    (_S.STOPPED, _T.ADOPTED): _S.RUNNING,
     (_S.STARTING, _T.READY): _S.RUNNING,
     (_S.STARTING, _T.READY_TIMEOUT): _S.STARTING,
     (_S.STARTING, _T.STOP): _S.STOPPING,

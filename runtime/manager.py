@@ -129,6 +129,8 @@ class Manager:
         try:
             self._declare_children()
             self._say(f"stratrun: run directory {self.run_dir.root}")
+            self._adopt_survivors()
+            self._write_state()
             self._supervise()
         finally:
             self._stop_all()
@@ -172,11 +174,45 @@ class Manager:
             specs.append(("worker", worker))
         for role, spec in specs:
             path = self.run_dir.specs_dir / f"{spec.name}.json"
-            write_spec(path, spec)
+            digest = write_spec(path, spec)
             policy = RestartPolicy(self.config.runtime.restart)
             child = ChildProcess(spec.name, role, path, self.run_dir.log_file(spec.name), policy)
+            child.spec_digest = digest
             self.children[spec.name] = child
             self.start_order.append(spec.name)
+
+    def _adopt_survivors(self) -> None:
+        """Take over the processes an earlier manager of this run directory left running.
+
+        One whose pid and start time match the state file and whose spec is unchanged is
+        adopted as it is (same pid, no restart); one that is no longer wanted, or whose spec
+        changed, is stopped; anything else is started as usual.
+        """
+        try:
+            state = json.loads(self.run_dir.state_file.read_text())
+            records: dict[str, Any] = dict(state.get("children", {}))
+        except (OSError, ValueError, AttributeError):
+            return
+        for name, record in records.items():
+            pid, create_time = int(record.get("pid") or 0), float(record.get("create_time") or 0)
+            if not pid or not create_time:
+                continue
+            child = self.children.get(name)
+            same = child is not None and record.get("digest") == child.spec_digest
+            if child is not None and same and child.adopt(pid, create_time):
+                self._say(f"  adopted {child.role:<10} {child.name:<16} pid {pid}")
+                self._publish(child, "adopted", "found running after a manager restart")
+                if child.role == "broker":
+                    self.feed_started = True  # it went on publishing; do not start it again
+                continue
+            stale = ChildProcess(
+                name, "worker", Path(), Path(), RestartPolicy(self.config.runtime.restart)
+            )
+            if stale.adopt(pid, create_time):  # verified to be the process we started
+                why = "no longer in the config" if child is None else "its config changed"
+                self._say(f"  stopping {name} (pid {pid}) left by the previous manager: {why}")
+                stale.kill(why)
+                self._wait_gone(stale, 10.0)
 
     # -- supervision loop ----------------------------------------------------------
 
@@ -184,7 +220,8 @@ class Manager:
         poller = zmq.Poller()
         poller.register(self.sup, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
-        queue = list(self.start_order)  # children still to start, in order
+        # Children still to start, in order (adopted ones already run).
+        queue = [n for n in self.start_order if self.children[n].state is ProcessState.STOPPED]
         while not self.stopping:
             if queue and not self._starting():
                 self._spawn(self.children[queue.pop(0)], Trigger.START)
@@ -569,9 +606,13 @@ class Manager:
         for child in live:
             self._say(f"  {child.name} ignored SIGTERM for {grace:g}s; killing it")
             child.kill(f"ignored SIGTERM for {grace:g}s")
-            assert child.popen is not None
-            child.popen.wait()
-            child.poll_exit()
+        end = time.monotonic() + 10
+        while live and time.monotonic() < end:
+            for child in live:
+                child.poll_exit()
+            live = [c for c in live if c.alive]
+            if live:
+                time.sleep(0.01)  # SIGKILL was sent; the kernel only needs a moment
         for child in group:
             if child.state is ProcessState.STOPPING:
                 child.move(Trigger.STOPPED)
@@ -611,6 +652,8 @@ class Manager:
                 c.name: {
                     "role": c.role,
                     "pid": c.pid if c.alive else 0,
+                    "create_time": c.create_time if c.alive else 0,
+                    "digest": c.spec_digest,
                     "state": c.state.value,
                     "restarts": c.restarts,
                 }
@@ -621,6 +664,13 @@ class Manager:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(path)
+
+    @staticmethod
+    def _wait_gone(child: ChildProcess, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while child.alive and time.monotonic() < end:
+            if child.poll_exit() is None:
+                time.sleep(0.01)  # SIGKILL was sent; the kernel only needs a moment
 
     def _say(self, line: str) -> None:
         try:

@@ -6,6 +6,7 @@ with its path; the child never re-reads the user's config file.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import msgspec
@@ -62,11 +63,16 @@ class WorkerSpec(_Spec, frozen=True):
 ChildSpec = BrokerSpec | AggregatorSpec | WorkerSpec
 
 
-def write_spec(path: Path, spec: ChildSpec) -> None:
-    """Write ``spec`` atomically (a child may be starting from the previous version)."""
+def write_spec(path: Path, spec: ChildSpec) -> str:
+    """Write ``spec`` atomically (a child may be starting from the previous version).
+
+    Returns a hash of its content, to tell an unchanged spec from a changed one.
+    """
+    data = msgspec.json.encode(spec)
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.encode(spec))
+    tmp.write_bytes(data)
     tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def read_spec(path: str | Path) -> ChildSpec:

@@ -14,6 +14,7 @@ T = Trigger
 # The table as the module documents it, written out again so that a change to one is noticed.
 EXPECTED: dict[tuple[ProcessState, Trigger], ProcessState] = {
     (S.STOPPED, T.START): S.STARTING,
+    (S.STOPPED, T.ADOPTED): S.RUNNING,
     (S.STARTING, T.READY): S.RUNNING,
     (S.STARTING, T.READY_TIMEOUT): S.STARTING,
     (S.STARTING, T.STOP): S.STOPPING,
@@ -119,9 +120,12 @@ def test_every_state_can_come_to_rest() -> None:
     assert _reachable(S.STOPPED, _edges(reverse=True)) == set(ProcessState)
 
 
-def test_only_start_leaves_a_state_at_rest_for_a_live_one() -> None:
+def test_only_start_or_adoption_leaves_a_state_at_rest_for_a_live_one() -> None:
     for (source, trigger), target in TRANSITIONS.items():
         if source in AT_REST and target not in AT_REST:
+            if trigger is T.ADOPTED:
+                assert (source, target) == (S.STOPPED, S.RUNNING)
+                continue
             assert trigger is T.START
             assert target is S.STARTING
 

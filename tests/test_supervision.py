@@ -247,6 +247,7 @@ def test_bad_commands_get_clear_answers(make_system: Make) -> None:
         )
     )
     slow.start()
+    wait_until(lambda: system.ps()["slow"].state == "stopping", 10, "the restart to begin")
 
     def busy() -> bool:
         reply = ask(system, PauseRequest(ControlClient.next_id(), "slow"))

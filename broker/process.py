@@ -13,7 +13,7 @@ import zmq
 from broker.csv_source import CsvError, Row, read_candles
 from broker.replay import Replay, Stream
 from broker.resample import Resampler
-from runtime.child import StopFlag, SupervisionLink, setup_logging
+from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
 from runtime.messages import (
     HEARTBEAT_TOPIC,
     Candle,
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(spec, BrokerSpec):
         raise SystemExit(f"{args[0]} is not a broker spec")
     log = setup_logging("broker", spec.log_level)
+    name_process("broker", spec.name, args[0])
     stop = StopFlag()
     try:
         streams = [Stream(f.symbol, f.timeframe, read_candles(f.path)) for f in spec.broker.feeds]
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         pub = open_socket(ctx, zmq.XPUB, sndhwm=_SEND_HWM)
         if spec.broker.speed == 0:
             pub.setsockopt(zmq.XPUB_NODROP, 1)
+        pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only a topic's first
         pub.bind(spec.endpoints.market_data)
         sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "broker")
         log.info(
@@ -108,8 +110,8 @@ def _serve(
         if started:
             wait_s = min(wait_s, replay.seconds_until_next(now - started_at))
         events = dict(poller.poll(max(0, int(wait_s * 1000))))
-        if pub in events:
-            _drain_subscriptions(pub)
+        if pub in events and _heartbeat_subscribed(pub):
+            next_heartbeat = 0.0  # a subscriber just joined: answer it at once (handshake)
         if sup.socket in events:
             for command in sup.receive():
                 if isinstance(command, StartFeed) and not started:
@@ -122,13 +124,23 @@ def _serve(
                 announced_end = True
 
 
-def _drain_subscriptions(pub: zmq.Socket[Any]) -> None:
-    """XPUB hands us (un)subscription frames; we only need them read, not acted on."""
+_HEARTBEAT_SUBSCRIBE = b"\x01" + HEARTBEAT_TOPIC
+
+
+def _heartbeat_subscribed(pub: zmq.Socket[Any]) -> bool:
+    """Read XPUB's (un)subscription frames; True if someone subscribed to heartbeats.
+
+    A worker is ready once it has seen a heartbeat (its subscriptions have then reached us),
+    so answering a new heartbeat subscriber at once makes a restarted worker ready in
+    milliseconds instead of up to one heartbeat interval.
+    """
+    joined = False
     while True:
         try:
-            pub.recv(zmq.NOBLOCK)
+            frame = pub.recv(zmq.NOBLOCK)
         except zmq.Again:
-            return
+            return joined
+        joined = joined or frame == _HEARTBEAT_SUBSCRIBE
 
 
 class _Publisher:

@@ -11,7 +11,7 @@ import msgspec
 import zmq
 from prometheus_client import CollectorRegistry, start_http_server
 
-from runtime.child import StopFlag, SupervisionLink, setup_logging
+from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
 from runtime.figures import Figures
 from runtime.journal import Journal
 from runtime.messages import EVENTS_UP_DECODER, Ack, ChildHeartbeat, Event, Hello, Welcome
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(spec, AggregatorSpec):
         raise SystemExit(f"{args[0]} is not an aggregator spec")
     log = setup_logging("aggregator", spec.log_level)
+    name_process("aggregator", spec.name, args[0])
     stop = StopFlag()
     journal = Journal(spec.journal)
     figures = Figures()

@@ -11,10 +11,12 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import msgspec
+import setproctitle
 import zmq
 
 from runtime.messages import (
@@ -26,7 +28,15 @@ from runtime.messages import (
 )
 from runtime.transport import open_socket, send_payload
 
-__all__ = ["StopFlag", "SupervisionLink", "setup_logging"]
+__all__ = ["StopFlag", "SupervisionLink", "name_process", "setup_logging"]
+
+
+def name_process(role: str, name: str, spec_path: str | Path) -> None:
+    """Show ``stratrun <role> [<name>] <run_dir>`` in ps and top instead of the interpreter's
+    command line (a zygote-forked worker would otherwise read as the zygote)."""
+    run_dir = Path(spec_path).resolve().parent.parent  # specs live in <run_dir>/specs/
+    title = f"stratrun {role} {run_dir}" if name == role else f"stratrun {role} {name} {run_dir}"
+    setproctitle.setproctitle(title)
 
 
 def setup_logging(name: str, level: str = "info") -> logging.Logger:

@@ -19,6 +19,7 @@ import psutil
 from runtime.lifecycle import ProcessState, Trigger, next_state
 from runtime.messages import ChildHeartbeat, Role
 from runtime.restart_policy import RestartPolicy
+from runtime.zygote_client import ZygoteClient
 
 __all__ = ["ChildProcess", "Resources"]
 
@@ -61,6 +62,8 @@ class ChildProcess:
     detail: dict[str, str] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     adopted_pid: int = 0  # a live process an earlier manager started (not our child)
+    forked_pid: int = 0  # forked by the zygote, re-parented to us (we reap it with waitpid)
+    forked_reaped: bool = False
     spec_digest: str = ""  # hash of the spec it was started with: a changed one is not adopted
     _ps: psutil.Process | None = None
 
@@ -68,13 +71,15 @@ class ChildProcess:
     def pid(self) -> int:
         if self.popen is not None:
             return self.popen.pid
-        return self.adopted_pid
+        return self.forked_pid or self.adopted_pid
 
     @property
     def alive(self) -> bool:
-        """Spawned (or adopted) and not yet reaped (or seen gone)."""
+        """Spawned (or forked, or adopted) and not yet reaped (or seen gone)."""
         if self.popen is not None:
             return self.popen.returncode is None
+        if self.forked_pid:
+            return not self.forked_reaped
         return self.adopted_pid != 0
 
     @property
@@ -102,6 +107,7 @@ class ChildProcess:
             return False
         self.move(Trigger.ADOPTED)
         self.popen = None
+        self.forked_pid = 0
         self.adopted_pid = pid
         self._ps = process
         now = time.monotonic()
@@ -115,19 +121,28 @@ class ChildProcess:
         self.state = next_state(self.state, trigger)
         return self.state
 
-    def spawn(self, trigger: Trigger) -> None:
-        """Start the process in its own session (own process group), output to its log file."""
+    def spawn(self, trigger: Trigger, zygote: ZygoteClient | None = None) -> None:
+        """Start the process in its own session (own process group), output to its log file.
+
+        A worker is forked from the zygote when there is one; anything else, or a worker the
+        zygote could not fork, starts as a new interpreter.
+        """
         self.move(trigger)
-        self.adopted_pid = 0
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", _MODULES[self.role], str(self.spec_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
+        self.adopted_pid = self.forked_pid = 0
+        self.forked_reaped = False
+        self.popen = None
+        if zygote is not None and self.role == "worker":
+            self.forked_pid = zygote.fork(self.spec_path, self.log_path)
+        if not self.forked_pid:
+            with open(self.log_path, "ab") as log:
+                self.popen = subprocess.Popen(
+                    [sys.executable, "-m", _MODULES[self.role], str(self.spec_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
         now = time.monotonic()
         self.started_at = self.last_heartbeat = now
         self.ready_at = 0.0
@@ -136,13 +151,15 @@ class ChildProcess:
         self.resources = Resources()
         self.policy.record_start(now)
         try:
-            self._ps = psutil.Process(self.popen.pid)
+            self._ps = psutil.Process(self.pid)
             self._ps.cpu_percent(None)  # the first call only sets the baseline
         except psutil.Error:
             self._ps = None
 
     def poll_exit(self) -> int | None:
         """Reap the process if it exited (non-blocking); returns its exit status then."""
+        if self.popen is None and self.forked_pid:
+            return None if self.forked_reaped else self._poll_forked()
         if self.popen is None and self.adopted_pid:
             return self._poll_adopted()
         if self.popen is None or self.popen.returncode is not None:
@@ -150,6 +167,20 @@ class ChildProcess:
         code = self.popen.poll()
         if code is not None:
             self.last_exit = describe_exit(code)
+        return code
+
+    def _poll_forked(self) -> int | None:
+        """A zygote-forked worker is our child by re-parenting: waitpid gives its status."""
+        try:
+            pid, status = os.waitpid(self.forked_pid, os.WNOHANG)
+        except ChildProcessError:  # not ours after all (no subreaper): watch it like an adoptee
+            self.adopted_pid, self.forked_pid = self.forked_pid, 0
+            return self._poll_adopted()
+        if pid == 0:
+            return None
+        code = os.waitstatus_to_exitcode(status)
+        self.forked_reaped = True
+        self.last_exit = describe_exit(code)
         return code
 
     def _poll_adopted(self) -> int | None:

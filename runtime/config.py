@@ -80,6 +80,9 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
         A worker whose resident memory exceeds this is killed and restarted (no cap if unset).
     restart:
         Restart policy, backoff and start limit of every process.
+    zygote:
+        Fork workers from a pre-imported process (fast, lean starts; Linux) rather than
+        starting each as a new interpreter.
     """
 
     run_dir: str | None = None
@@ -89,6 +92,7 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     watchdog_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     max_rss_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
     restart: RestartSettings = RestartSettings()
+    zygote: bool = True
 
 
 class FeedConfig(_Section, kw_only=True, frozen=True):

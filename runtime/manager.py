@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import msgspec
+import setproctitle
 import zmq
 
 from runtime.child_process import ChildProcess
@@ -56,6 +57,7 @@ from runtime.restart_policy import RestartPolicy
 from runtime.rundir import RunDir
 from runtime.specs import AggregatorSpec, BrokerSpec, ChildSpec, Endpoints, WorkerSpec, write_spec
 from runtime.transport import RejectCounter, close_all, open_socket, send_to_peer, send_topic
+from runtime.zygote_client import ZygoteClient, become_subreaper
 
 __all__ = ["AlreadyRunning", "Manager", "StartupFailed"]
 
@@ -106,6 +108,7 @@ class Manager:
         self._next_sample = 0.0
         self._lock_handle: TextIO | None = None
         self._trades = TradeTail(run_dir.journal, out) if show_trades else None
+        self._zygote: ZygoteClient | None = None
         self._handlers: dict[type[Any], Callable[[bytes, Any], msgspec.Struct | None]] = {
             PsRequest: self._on_ps,
             DownRequest: self._on_down,
@@ -121,11 +124,15 @@ class Manager:
     def run(self) -> None:
         """Start everything, supervise until asked to stop, then stop everything."""
         self._take_lock()
+        setproctitle.setproctitle(f"stratrun manager {self.run_dir.root}")
         ctx: zmq.Context[Any] = zmq.Context()
         self.sup = open_socket(ctx, zmq.ROUTER, bind=self.endpoints.supervision)
         self.control = open_socket(ctx, zmq.ROUTER, bind=self.endpoints.control)
         self.lifecycle = open_socket(ctx, zmq.PUB, bind=self.run_dir.endpoint("lifecycle"))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if self.config.runtime.zygote and become_subreaper():
+            self._zygote = ZygoteClient(self.run_dir.root, self.run_dir.log_file("zygote"))
+            self._zygote.start()
         try:
             self._declare_children()
             self._say(f"stratrun: run directory {self.run_dir.root}")
@@ -137,6 +144,8 @@ class Manager:
             self._answer_all_pending("the system is stopping")
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            if self._zygote is not None:
+                self._zygote.close()
             close_all(self.sup, self.control, self.lifecycle)
             ctx.term()
             if self._trades is not None:
@@ -252,7 +261,7 @@ class Manager:
         return all(c.state is ProcessState.RUNNING for c in self.children.values())
 
     def _spawn(self, child: ChildProcess, trigger: Trigger) -> None:
-        child.spawn(trigger)
+        child.spawn(trigger, self._zygote if self._zygote and self._zygote.alive else None)
         self._say(f"  started {child.role:<10} {child.name:<16} pid {child.pid}")
         self._publish(child, "spawn", "")
         self._write_state()

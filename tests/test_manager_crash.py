@@ -57,16 +57,17 @@ def systems(tmp_path: Path) -> Iterator[list[RunningSystem]]:
         assert not leftovers, f"processes left behind: {leftovers}"
 
 
-def processes_of(spec_dir: Path) -> dict[str, list[int]]:
-    """Live processes started from a spec in ``spec_dir``, by spec name."""
+def processes_of(run_dir: Path) -> dict[str, list[int]]:
+    """Live stratrun children of ``run_dir`` by name, from their process titles."""
     found: dict[str, list[int]] = {}
     for process in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmdline = process.info["cmdline"] or []
-        if process.info["status"] == psutil.STATUS_ZOMBIE or not cmdline:
+        title = " ".join(process.info["cmdline"] or []).split()
+        if process.info["status"] == psutil.STATUS_ZOMBIE or title[:1] != ["stratrun"]:
             continue
-        spec = Path(cmdline[-1])
-        if spec.parent == spec_dir:
-            found.setdefault(spec.stem, []).append(process.info["pid"])
+        if title[-1] != str(run_dir) or title[1] not in ("worker", "broker", "aggregator"):
+            continue
+        name = title[2] if title[1] == "worker" else title[1]
+        found.setdefault(name, []).append(process.info["pid"])
     return found
 
 
@@ -111,7 +112,7 @@ def test_strategies_outlive_the_manager_and_are_adopted(
     assert "adopted" in second.output.read_text()
 
     # Exactly one process per name: nothing was started twice.
-    running = processes_of(second.run_dir.specs_dir)
+    running = processes_of(second.run_dir.root)
     assert {name: len(pids) for name, pids in running.items()} == {n: 1 for n in after}
 
     # The adopted ones are really supervised: ps figures move, and down stops them.

@@ -17,7 +17,7 @@ import msgspec
 import psutil
 import zmq
 
-from runtime.child import StopFlag, SupervisionLink, setup_logging
+from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
 from runtime.messages import (
     CANDLE_DECODER,
     EVENTS_DOWN_DECODER,
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args[0]} is not a worker spec")
     log = setup_logging(f"worker.{spec.strategy.id}", spec.log_level)
     add_plugin_paths(spec.plugin_paths)
+    name_process("worker", spec.strategy.id, args[0])
     stop = StopFlag()
     ctx: zmq.Context[Any] = zmq.Context()
     sockets: list[zmq.Socket[Any]] = []

@@ -19,6 +19,7 @@ from runtime.manager import AlreadyRunning, Manager, StartupFailed
 from runtime.messages import (
     LIFECYCLE_DECODER,
     LIFECYCLE_TOPIC,
+    AddRequest,
     ControlRequest,
     DownRequest,
     ErrorReply,
@@ -26,6 +27,8 @@ from runtime.messages import (
     PauseRequest,
     PsReply,
     PsRequest,
+    ReloadRequest,
+    RemoveRequest,
     RestartRequest,
     ResumeRequest,
     StartRequest,
@@ -261,6 +264,39 @@ def _named_command(verb: str) -> None:
 
 for _verb in _NAMED:
     _named_command(_verb)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
+@click.pass_context
+def add(ctx: click.Context, file: str, timeout: float) -> None:
+    """Add the [[strategies]] of FILE to the running system (until the next reload)."""
+    path = str(Path(file).resolve())
+    reply = _ask(ctx, AddRequest(ControlClient.next_id(), path), timeout)
+    assert isinstance(reply, OkReply)
+    click.echo(f"stratrun: {reply.message}")
+
+
+@main.command()
+@click.argument("process_id")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
+@click.pass_context
+def remove(ctx: click.Context, process_id: str, timeout: float) -> None:
+    """Stop one strategy and forget it (until the next reload)."""
+    reply = _ask(ctx, RemoveRequest(ControlClient.next_id(), process_id), timeout)
+    assert isinstance(reply, OkReply)
+    click.echo(f"stratrun: {reply.message}")
+
+
+@main.command()
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait.")
+@click.pass_context
+def reload(ctx: click.Context, timeout: float) -> None:
+    """Re-read the config file: start new strategies, stop removed, restart changed ones."""
+    reply = _ask(ctx, ReloadRequest(ControlClient.next_id()), timeout)
+    assert isinstance(reply, OkReply)
+    click.echo(f"stratrun: {reply.message}")
 
 
 def _watch(run_dir: RunDir) -> None:

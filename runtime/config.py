@@ -34,6 +34,7 @@ __all__ = [
     "RuntimeConfig",
     "StrategyConfig",
     "load_config",
+    "load_strategies",
 ]
 
 _T = TypeVar("_T")
@@ -235,20 +236,24 @@ class Config(_Section, kw_only=True, frozen=True):
     aggregator: AggregatorConfig = AggregatorConfig()
     strategies: Annotated[list[StrategyConfig], msgspec.Meta(min_length=1)]
     source: str = ""
+    defaults: dict[str, Any] = {}  # the raw [defaults] table, merged under added strategies
 
 
 def load_config(path: str | Path) -> Config:
     """Read, merge and validate a config file; raise :class:`ConfigError` on any problem."""
     file = Path(path).resolve()
+    return _validate(_read_toml(file), file)
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(file, "", "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(file, "", f"cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"invalid TOML: {exc}") from None
-    return _validate(raw, file)
 
 
 def _validate(raw: dict[str, Any], file: Path) -> Config:
@@ -277,6 +282,7 @@ def _validate(raw: dict[str, Any], file: Path) -> Config:
         aggregator=_convert(raw.get("aggregator", {}), AggregatorConfig, file, "aggregator"),
         strategies=strategies,
         source=str(file),
+        defaults=defaults_raw,
     )
     return _check(config, file)
 
@@ -321,25 +327,9 @@ def _check(config: Config, file: Path) -> Config:
             raise ConfigError(file, f"runtime.plugin_paths[{j}]", f"no such folder: {path}")
         plugin_paths.append(str(path))
     add_plugin_paths(plugin_paths)
-    seen_ids: dict[str, int] = {}
+    seen_ids: dict[str, str] = {}
     for i, strategy in enumerate(config.strategies):
-        key = f"strategies[{i}]"
-        if strategy.id in seen_ids:
-            raise ConfigError(
-                file,
-                f"{key}.id",
-                f"duplicate strategy id {strategy.id!r} (also strategies[{seen_ids[strategy.id]}])",
-            )
-        seen_ids[strategy.id] = i
-        _check_rules(strategy, file, key)
-        for j, symbol in enumerate(strategy.symbols):
-            for timeframe, where in _timeframe_keys(strategy, key, j):
-                _feed_stream(feeds, resampled, symbol, timeframe, file, where)
-        try:
-            cls = load_strategy_class(strategy.class_path)
-        except StrategyLoadError as exc:
-            raise ConfigError(file, f"{key}.class", str(exc)) from None
-        _convert(strategy.params, cls.Params, file, f"{key}.params")
+        _check_strategy(strategy, file, f"strategies[{i}]", seen_ids, feeds, resampled)
     runtime = msgspec.structs.replace(config.runtime, plugin_paths=plugin_paths)
     if runtime.run_dir is not None:
         runtime = msgspec.structs.replace(runtime, run_dir=str((base / runtime.run_dir).resolve()))
@@ -349,6 +339,60 @@ def _check(config: Config, file: Path) -> Config:
     ]
     broker = msgspec.structs.replace(config.broker, feeds=feeds)
     return msgspec.structs.replace(config, runtime=runtime, broker=broker)
+
+
+def _check_strategy(
+    strategy: StrategyConfig,
+    file: Path,
+    key: str,
+    seen_ids: dict[str, str],
+    feeds: list[FeedConfig],
+    resampled: dict[int, list[str]] | None,
+) -> None:
+    """Everything one strategy must satisfy; ``resampled`` None means the broker is running
+    already, so only streams it publishes now can be used."""
+    if strategy.id in seen_ids:
+        raise ConfigError(
+            file,
+            f"{key}.id",
+            f"duplicate strategy id {strategy.id!r} (also {seen_ids[strategy.id]})",
+        )
+    seen_ids[strategy.id] = key
+    _check_rules(strategy, file, key)
+    for j, symbol in enumerate(strategy.symbols):
+        for timeframe, where in _timeframe_keys(strategy, key, j):
+            _feed_stream(feeds, resampled, symbol, timeframe, file, where)
+    try:
+        cls = load_strategy_class(strategy.class_path)
+    except StrategyLoadError as exc:
+        raise ConfigError(file, f"{key}.class", str(exc)) from None
+    _convert(strategy.params, cls.Params, file, f"{key}.params")
+
+
+def load_strategies(path: str | Path, running: Config) -> list[StrategyConfig]:
+    """Read a file of ``[[strategies]]`` to add to the running system ``running``.
+
+    The running config's ``[defaults]`` are merged under them; they must use streams the
+    running broker publishes already, and their ids must be new.
+    """
+    file = Path(path).resolve()
+    raw = _read_toml(file)
+    for key in raw:
+        if key != "strategies":
+            raise ConfigError(file, key, "a file to add may only hold [[strategies]] tables")
+    tables = raw.get("strategies")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(file, "strategies", "at least one [[strategies]] table is required")
+    seen_ids = {s.id: f"the running strategy {s.id!r}" for s in running.strategies}
+    added = []
+    for i, table in enumerate(tables):
+        key = f"strategies[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(file, key, "expected a table")
+        strategy = _convert_strategy(_merge(running.defaults, table), file, key)
+        _check_strategy(strategy, file, key, seen_ids, running.broker.feeds, None)
+        added.append(strategy)
+    return added
 
 
 def _timeframe_keys(strategy: StrategyConfig, key: str, j: int) -> list[tuple[str, str]]:
@@ -364,7 +408,7 @@ def _timeframe_keys(strategy: StrategyConfig, key: str, j: int) -> list[tuple[st
 
 def _feed_stream(
     feeds: list[FeedConfig],
-    resampled: dict[int, list[str]],
+    resampled: dict[int, list[str]] | None,
     symbol: str,
     timeframe: str,
     file: Path,
@@ -374,6 +418,15 @@ def _feed_stream(
     bases = [(i, f) for i, f in enumerate(feeds) if f.symbol == symbol]
     if any(f.timeframe == timeframe for _, f in bases):
         return
+    if resampled is None:  # the broker runs already: only what it publishes now
+        if any(timeframe in f.resample_to for _, f in bases):
+            return
+        raise ConfigError(
+            file,
+            key,
+            f"the running broker does not publish {symbol}|{timeframe}; add it to the config "
+            "and restart the broker first",
+        )
     for i, feed in bases:
         if can_resample(feed.timeframe, timeframe):
             resampled[i].append(timeframe)

@@ -25,12 +25,13 @@ import setproctitle
 import zmq
 
 from runtime.child_process import ChildProcess
-from runtime.config import Config
+from runtime.config import Config, ConfigError, StrategyConfig, load_config, load_strategies
 from runtime.console import TradeTail
 from runtime.lifecycle import ProcessState, Trigger
 from runtime.messages import (
     CONTROL_REQUEST_DECODER,
     SUPERVISION_UP_DECODER,
+    AddRequest,
     ChildHeartbeat,
     ChildReady,
     ControlRequest,
@@ -44,6 +45,8 @@ from runtime.messages import (
     ProcessRow,
     PsReply,
     PsRequest,
+    ReloadRequest,
+    RemoveRequest,
     RestartRequest,
     Resume,
     ResumeRequest,
@@ -72,6 +75,25 @@ class AlreadyRunning(Exception):
 
 class StartupFailed(Exception):
     """The aggregator or the broker did not come up; nothing is left running."""
+
+
+@dataclass(slots=True)
+class _GroupOp:
+    """An add, remove or reload: several processes to stop, forget, (re)start, then one reply."""
+
+    identity: bytes
+    req_id: int
+    deadline: float
+    summary: str
+    to_stop: set[str]
+    forget: set[str]
+    restart: set[str]
+    to_ready: set[str]
+    problems: list[str]
+
+    @property
+    def names(self) -> set[str]:
+        return self.to_stop | self.to_ready
 
 
 @dataclass(slots=True)
@@ -105,6 +127,7 @@ class Manager:
         self.stopping = False
         self.feed_started = False
         self.pending: dict[str, _Pending] = {}
+        self.group_ops: list[_GroupOp] = []
         self._next_sample = 0.0
         self._lock_handle: TextIO | None = None
         self._trades = TradeTail(run_dir.journal, out) if show_trades else None
@@ -117,6 +140,9 @@ class Manager:
             RestartRequest: self._on_restart,
             PauseRequest: self._on_pause,
             ResumeRequest: self._on_resume,
+            AddRequest: self._on_add,
+            RemoveRequest: self._on_remove,
+            ReloadRequest: self._on_reload,
         }
 
     # -- the whole life ------------------------------------------------------------
@@ -172,23 +198,28 @@ class Manager:
                 BrokerSpec(name="broker", endpoints=self.endpoints, broker=self.config.broker),
             ),
         ]
-        for strategy in self.config.strategies:
-            worker = WorkerSpec(
-                name=strategy.id,
-                endpoints=self.endpoints,
-                strategy=strategy,
-                ready_timeout_s=self.config.runtime.ready_timeout_s,
-                plugin_paths=self.config.runtime.plugin_paths,
-            )
-            specs.append(("worker", worker))
+        specs += [("worker", self._worker_spec(s)) for s in self.config.strategies]
         for role, spec in specs:
-            path = self.run_dir.specs_dir / f"{spec.name}.json"
-            digest = write_spec(path, spec)
-            policy = RestartPolicy(self.config.runtime.restart)
-            child = ChildProcess(spec.name, role, path, self.run_dir.log_file(spec.name), policy)
-            child.spec_digest = digest
-            self.children[spec.name] = child
-            self.start_order.append(spec.name)
+            self._declare(role, spec)
+
+    def _worker_spec(self, strategy: StrategyConfig) -> WorkerSpec:
+        return WorkerSpec(
+            name=strategy.id,
+            endpoints=self.endpoints,
+            strategy=strategy,
+            ready_timeout_s=self.config.runtime.ready_timeout_s,
+            plugin_paths=self.config.runtime.plugin_paths,
+        )
+
+    def _declare(self, role: Role, spec: ChildSpec) -> ChildProcess:
+        path = self.run_dir.specs_dir / f"{spec.name}.json"
+        digest = write_spec(path, spec)
+        policy = RestartPolicy(self.config.runtime.restart)
+        child = ChildProcess(spec.name, role, path, self.run_dir.log_file(spec.name), policy)
+        child.spec_digest = digest
+        self.children[spec.name] = child
+        self.start_order.append(spec.name)
+        return child
 
     def _adopt_survivors(self) -> None:
         """Take over the processes an earlier manager of this run directory left running.
@@ -246,6 +277,7 @@ class Manager:
             self._kill_overdue_stops(now)
             self._restart_due(now)
             self._progress_pending(now)
+            self._progress_groups(now)
             if now >= self._next_sample:
                 self._next_sample = now + _SAMPLE_EVERY_S
                 self._sample_resources()
@@ -434,10 +466,177 @@ class Manager:
             return ErrorReply(request.req_id, f"no process named {request.name!r}")
         if workers_only and child.role != "worker":
             return ErrorReply(request.req_id, f"{request.name} is the {child.role}, not a strategy")
-        if (busy := self.pending.get(request.name)) is not None:
+        return self._busy(request.req_id, request.name) or child
+
+    def _busy(self, req_id: int, name: str) -> ErrorReply | None:
+        """A refusal if a command on ``name`` is in progress."""
+        if (busy := self.pending.get(name)) is not None:
             kind = type(busy.request).__name__.removesuffix("Request").lower()
-            return ErrorReply(request.req_id, f"busy: a {kind} of {request.name} is in progress")
-        return child
+            return ErrorReply(req_id, f"busy: a {kind} of {name} is in progress")
+        if any(name in op.names for op in self.group_ops):
+            return ErrorReply(req_id, f"busy: {name} is being added, removed or reloaded")
+        return None
+
+    # -- add, remove, reload ---------------------------------------------------------
+
+    def _group(self, identity: bytes, req_id: int, summary: str) -> _GroupOp:
+        runtime = self.config.runtime
+        timeout = runtime.stop_timeout_s + runtime.ready_timeout_s + 10
+        op = _GroupOp(
+            identity, req_id, time.monotonic() + timeout, summary, set(), set(), set(), set(), []
+        )
+        self.group_ops.append(op)
+        return op
+
+    def _on_add(self, identity: bytes, request: AddRequest) -> msgspec.Struct | None:
+        try:
+            added = load_strategies(request.path, self.config)
+        except ConfigError as exc:
+            return ErrorReply(request.req_id, f"config error: {exc}")
+        names = ", ".join(s.id for s in added)
+        op = self._group(identity, request.req_id, f"added {names}")
+        self.config = msgspec.structs.replace(
+            self.config, strategies=[*self.config.strategies, *added]
+        )
+        for strategy in added:
+            child = self._declare("worker", self._worker_spec(strategy))
+            self._spawn(child, Trigger.START)
+            op.to_ready.add(child.name)
+        return None
+
+    def _on_remove(self, identity: bytes, request: RemoveRequest) -> msgspec.Struct | None:
+        child = self.children.get(request.name)
+        if child is None or child.role != "worker":
+            return ErrorReply(request.req_id, f"no strategy named {request.name!r}")
+        if (busy := self._busy(request.req_id, request.name)) is not None:
+            return busy
+        op = self._group(identity, request.req_id, f"removed {request.name}")
+        self._stop_one(child)
+        op.to_stop.add(child.name)
+        op.forget.add(child.name)
+        self.config = msgspec.structs.replace(
+            self.config, strategies=[s for s in self.config.strategies if s.id != child.name]
+        )
+        return None
+
+    def _on_reload(self, identity: bytes, request: ReloadRequest) -> msgspec.Struct | None:
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            return ErrorReply(request.req_id, f"config error, nothing changed: {exc}")
+        wanted = {s.id: s for s in new.strategies}
+        running = {n: c for n, c in self.children.items() if c.role == "worker"}
+        for name in (*wanted, *running):
+            if (busy := self._busy(request.req_id, name)) is not None:
+                return busy
+        old_runtime = self.config.runtime
+        self.config = new
+        started, restarted, removed, same = [], [], [], 0
+        op = self._group(identity, request.req_id, "")
+        for name, child in running.items():
+            if name not in wanted:
+                self._stop_one(child)
+                op.to_stop.add(name)
+                op.forget.add(name)
+                removed.append(name)
+        for name, strategy in wanted.items():
+            spec = self._worker_spec(strategy)
+            if name not in self.children:
+                child = self._declare("worker", spec)
+                self._spawn(child, Trigger.START)
+                op.to_ready.add(name)
+                started.append(name)
+                continue
+            child = self.children[name]
+            digest = write_spec(child.spec_path, spec)
+            if digest == child.spec_digest:
+                same += 1
+                continue
+            child.spec_digest = digest
+            self._stop_one(child)
+            op.to_stop.add(name)
+            op.restart.add(name)
+            restarted.append(name)
+        notes = self._note_service_changes(new)
+        if new.runtime != old_runtime:
+            notes.append("runtime settings apply to processes started from now on")
+        parts = [
+            f"started {', '.join(started) or 'none'}",
+            f"restarted {', '.join(restarted) or 'none'}",
+            f"removed {', '.join(removed) or 'none'}",
+            f"{same} unchanged",
+            *notes,
+        ]
+        op.summary = "reload: " + "; ".join(parts)
+        return None
+
+    def _note_service_changes(self, new: Config) -> list[str]:
+        """Write the broker's and aggregator's new specs; they apply at their next start."""
+        notes = []
+        for child, spec in (
+            (
+                self.children["broker"],
+                BrokerSpec(name="broker", endpoints=self.endpoints, broker=new.broker),
+            ),
+            (
+                self.children["aggregator"],
+                AggregatorSpec(
+                    name="aggregator",
+                    endpoints=self.endpoints,
+                    aggregator=new.aggregator,
+                    journal=str(self.run_dir.journal),
+                ),
+            ),
+        ):
+            digest = write_spec(child.spec_path, spec)
+            if digest != child.spec_digest:
+                child.spec_digest = digest
+                notes.append(f"{child.name} changed: stratrun restart {child.name} to apply it")
+        return notes
+
+    def _stop_one(self, child: ChildProcess) -> None:
+        """Stop a child whatever its state (live: SIGTERM; waiting or failed: at once)."""
+        if child.state in _LIVE:
+            child.terminate(self.config.runtime.stop_timeout_s)
+        elif child.state in (ProcessState.BACKOFF, ProcessState.FAILED):
+            child.move(Trigger.STOP)
+
+    def _progress_groups(self, now: float) -> None:
+        for op in list(self.group_ops):
+            for name in list(op.to_stop):
+                child = self.children[name]
+                if child.state not in (ProcessState.STOPPED, ProcessState.FAILED):
+                    continue
+                op.to_stop.discard(name)
+                if name in op.forget:
+                    del self.children[name]
+                    self.start_order.remove(name)
+                    child.spec_path.unlink(missing_ok=True)
+                    self._publish(child, "removed", "")
+                elif name in op.restart:
+                    child.policy.reset()
+                    self._spawn(child, Trigger.START)
+                    op.to_ready.add(name)
+            for name in list(op.to_ready):
+                child = self.children[name]
+                if child.state is ProcessState.RUNNING:
+                    op.to_ready.discard(name)
+                elif child.state is ProcessState.FAILED:
+                    op.to_ready.discard(name)
+                    op.problems.append(f"{name} failed to start ({child.last_exit})")
+            reply: msgspec.Struct | None = None
+            if not op.names:
+                if op.problems:
+                    reply = ErrorReply(op.req_id, f"{op.summary}; " + "; ".join(op.problems))
+                else:
+                    reply = OkReply(op.req_id, op.summary)
+            elif now > op.deadline:
+                waiting = ", ".join(sorted(op.names))
+                reply = ErrorReply(op.req_id, f"{op.summary}; still waiting for {waiting}")
+            if reply is not None:
+                self.group_ops.remove(op)
+                self._write_state()
+                send_to_peer(self.control, op.identity, reply)
 
     def _await(self, identity: bytes, request: NamedRequest, phase: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -547,7 +746,10 @@ class Manager:
     def _answer_all_pending(self, message: str) -> None:
         for op in self.pending.values():
             send_to_peer(self.control, op.identity, ErrorReply(op.request.req_id, message))
+        for group in self.group_ops:
+            send_to_peer(self.control, group.identity, ErrorReply(group.req_id, message))
         self.pending.clear()
+        self.group_ops.clear()
 
     def rows(self) -> list[ProcessRow]:
         """One row per process, for ``ps``."""

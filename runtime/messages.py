@@ -30,6 +30,7 @@ __all__ = [
     "SUPERVISION_DOWN_DECODER",
     "SUPERVISION_UP_DECODER",
     "Ack",
+    "AddRequest",
     "Candle",
     "ChildHeartbeat",
     "ChildReady",
@@ -62,6 +63,8 @@ __all__ = [
     "ProcessRow",
     "PsReply",
     "PsRequest",
+    "ReloadRequest",
+    "RemoveRequest",
     "RestartRequest",
     "Resume",
     "ResumeRequest",
@@ -482,6 +485,26 @@ class ResumeRequest(_Wire, tag="resume", frozen=True):
     name: str
 
 
+class AddRequest(_Wire, tag="add", frozen=True):
+    """Add the strategies of a TOML file (absolute path) to the running system."""
+
+    req_id: int
+    path: str
+
+
+class RemoveRequest(_Wire, tag="remove", frozen=True):
+    """Stop one strategy and forget it."""
+
+    req_id: int
+    name: str
+
+
+class ReloadRequest(_Wire, tag="reload", frozen=True):
+    """Re-read the config file: start new strategies, stop removed ones, restart changed ones."""
+
+    req_id: int
+
+
 ControlRequest = (
     PsRequest
     | DownRequest
@@ -490,6 +513,9 @@ ControlRequest = (
     | RestartRequest
     | PauseRequest
     | ResumeRequest
+    | AddRequest
+    | RemoveRequest
+    | ReloadRequest
 )
 NamedRequest = StartRequest | StopRequest | RestartRequest | PauseRequest | ResumeRequest
 

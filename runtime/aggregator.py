@@ -12,9 +12,17 @@ import zmq
 from prometheus_client import CollectorRegistry, start_http_server
 
 from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
-from runtime.figures import Figures
+from runtime.figures import Figures, ProcessTable
 from runtime.journal import Journal
-from runtime.messages import EVENTS_UP_DECODER, Ack, ChildHeartbeat, Event, Hello, Welcome
+from runtime.messages import (
+    EVENTS_UP_DECODER,
+    Ack,
+    ChildHeartbeat,
+    Event,
+    Hello,
+    ProcessFigures,
+    Welcome,
+)
 from runtime.metrics import AggregatorCollector, AggregatorCounters
 from runtime.specs import AggregatorSpec, read_spec
 from runtime.transport import close_all, open_socket, send_to_peer
@@ -39,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     for _, event in journal.events():
         figures.apply(event)
     counters = AggregatorCounters()
+    processes = ProcessTable()
     registry = CollectorRegistry()
-    registry.register(AggregatorCollector(figures, counters))
+    registry.register(AggregatorCollector(figures, counters, processes))
     cfg = spec.aggregator
     try:
         server, thread = start_http_server(
@@ -58,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "aggregator")
         log.info("journal %s; metrics on %s", spec.journal, metrics_url)
         sup.ready(metrics_url=metrics_url)
-        _serve(router, sup, _Intake(router, journal, figures, counters, log), counters, stop)
+        _serve(
+            router, sup, _Intake(router, journal, figures, counters, log, processes), counters, stop
+        )
         log.info("aggregator stopping after %d events journaled", counters.journaled)
         return 0
     finally:
@@ -79,8 +90,10 @@ class _Intake:
         figures: Figures,
         counters: AggregatorCounters,
         log: logging.Logger,
+        processes: ProcessTable,
     ) -> None:
         self._router = router
+        self._processes = processes
         self._journal = journal
         self._figures = figures
         self._counters = counters
@@ -107,6 +120,8 @@ class _Intake:
             case Hello():
                 self.commit()  # so the reply reflects everything received before it
                 self._welcome(identity, message)
+            case ProcessFigures():
+                self._processes.update(message.rows)
 
     def commit(self) -> None:
         """Journal the batch in one transaction, then acknowledge it (duplicates included)."""

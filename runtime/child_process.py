@@ -61,6 +61,7 @@ class ChildProcess:
     figures: ChildHeartbeat | None = None
     detail: dict[str, str] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
+    kills: dict[str, int] = field(default_factory=dict)  # by cause, since the manager started
     adopted_pid: int = 0  # a live process an earlier manager started (not our child)
     forked_pid: int = 0  # forked by the zygote, re-parented to us (we reap it with waitpid)
     forked_reaped: bool = False

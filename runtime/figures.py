@@ -10,9 +10,17 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from runtime.messages import Event, OpenPosition, PositionClosed, PositionOpened, Stats
+from runtime.messages import (
+    LATENCY_BUCKETS_S,
+    Event,
+    OpenPosition,
+    PositionClosed,
+    PositionOpened,
+    ProcessRow,
+    Stats,
+)
 
-__all__ = ["Figures", "StrategyFigures"]
+__all__ = ["Figures", "ProcessTable", "StrategyFigures"]
 
 _EPSILON = 1e-12
 
@@ -28,6 +36,8 @@ class StrategyFigures:
     last_event_ns: int = 0
     events_by_kind: Counter[str] = field(default_factory=Counter)
     positions: dict[str, OpenPosition] = field(default_factory=dict)
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    latency_sum_s: float = 0.0
 
     def copy(self) -> StrategyFigures:
         return StrategyFigures(
@@ -38,6 +48,8 @@ class StrategyFigures:
             self.last_event_ns,
             Counter(self.events_by_kind),
             dict(self.positions),
+            list(self.latency_counts),
+            self.latency_sum_s,
         )
 
 
@@ -60,6 +72,10 @@ class Figures:
                 case Stats():
                     fig.candles += body.candles
                     fig.frames_rejected += body.frames_rejected
+                    if len(body.latency_counts) == len(fig.latency_counts):
+                        for i, count in enumerate(body.latency_counts):
+                            fig.latency_counts[i] += count
+                        fig.latency_sum_s += body.latency_sum_s
                 case PositionOpened():
                     _open(fig.positions, body)
                 case PositionClosed():
@@ -104,3 +120,19 @@ def _close(positions: dict[str, OpenPosition], body: PositionClosed) -> None:
     positions[body.symbol] = OpenPosition(
         held.symbol, held.side, left, held.entry_price, fee_left, held.opened_at
     )
+
+
+class ProcessTable:
+    """The manager's latest word on every process (state, restarts, memory, CPU, kills)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: list[ProcessRow] = []
+
+    def update(self, rows: list[ProcessRow]) -> None:
+        with self._lock:
+            self._rows = list(rows)
+
+    def snapshot(self) -> list[ProcessRow]:
+        with self._lock:
+            return list(self._rows)

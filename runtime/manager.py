@@ -42,6 +42,7 @@ from runtime.messages import (
     OkReply,
     Pause,
     PauseRequest,
+    ProcessFigures,
     ProcessRow,
     PsReply,
     PsRequest,
@@ -59,7 +60,14 @@ from runtime.messages import (
 from runtime.restart_policy import RestartPolicy
 from runtime.rundir import RunDir
 from runtime.specs import AggregatorSpec, BrokerSpec, ChildSpec, Endpoints, WorkerSpec, write_spec
-from runtime.transport import RejectCounter, close_all, open_socket, send_to_peer, send_topic
+from runtime.transport import (
+    RejectCounter,
+    close_all,
+    open_socket,
+    send_payload,
+    send_to_peer,
+    send_topic,
+)
 from runtime.zygote_client import ZygoteClient, become_subreaper
 
 __all__ = ["AlreadyRunning", "Manager", "StartupFailed"]
@@ -155,6 +163,7 @@ class Manager:
         self.sup = open_socket(ctx, zmq.ROUTER, bind=self.endpoints.supervision)
         self.control = open_socket(ctx, zmq.ROUTER, bind=self.endpoints.control)
         self.lifecycle = open_socket(ctx, zmq.PUB, bind=self.run_dir.endpoint("lifecycle"))
+        self.figures_out = open_socket(ctx, zmq.DEALER, connect=self.endpoints.events, sndhwm=4)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         if self.config.runtime.zygote and become_subreaper():
             self._zygote = ZygoteClient(self.run_dir.root, self.run_dir.log_file("zygote"))
@@ -172,7 +181,7 @@ class Manager:
                 signal.signal(signum, handler)
             if self._zygote is not None:
                 self._zygote.close()
-            close_all(self.sup, self.control, self.lifecycle)
+            close_all(self.sup, self.control, self.lifecycle, self.figures_out)
             ctx.term()
             if self._trades is not None:
                 self._trades.close()
@@ -281,6 +290,7 @@ class Manager:
             if now >= self._next_sample:
                 self._next_sample = now + _SAMPLE_EVERY_S
                 self._sample_resources()
+                self._send_figures()
             if not queue and not self.feed_started and self._all_running():
                 self._start_feed()
             if self._trades is not None and self.feed_started:
@@ -365,6 +375,7 @@ class Manager:
             reason = f"watchdog: no heartbeat for {now - child.last_heartbeat:.1f}s"
             self._say(f"  killing {child.name}: {reason}")
             child.kill(reason)
+            child.kills["watchdog"] = child.kills.get("watchdog", 0) + 1
             self._publish(child, "killed", reason)
 
     def _sample_resources(self) -> None:
@@ -378,7 +389,15 @@ class Manager:
                 reason = f"memory cap: RSS {used.rss_bytes / 2**20:.0f} MiB > {cap:g} MiB"
                 self._say(f"  killing {child.name}: {reason}")
                 child.kill(reason)
+                child.kills["memory"] = child.kills.get("memory", 0) + 1
                 self._publish(child, "killed", reason)
+
+    def _send_figures(self) -> None:
+        """The aggregator serves the metrics; it gets every process's figures from us."""
+        try:
+            send_payload(self.figures_out, ProcessFigures(self.rows()), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the aggregator is away; the next second's figures will do
 
     def _reap(self, now: float) -> None:
         for child in self.children.values():
@@ -777,6 +796,7 @@ class Manager:
                     r.uss_bytes,
                     r.cpu_percent,
                     c.kill_reason or c.last_exit,
+                    dict(c.kills),
                 )
             )
         return rows

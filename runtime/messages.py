@@ -25,6 +25,7 @@ __all__ = [
     "EVENT_BODY_JSON_ENCODER",
     "FEED_HEARTBEAT_DECODER",
     "HEARTBEAT_TOPIC",
+    "LATENCY_BUCKETS_S",
     "LIFECYCLE_DECODER",
     "LIFECYCLE_TOPIC",
     "SUPERVISION_DOWN_DECODER",
@@ -60,6 +61,7 @@ __all__ = [
     "PositionClosed",
     "PositionOpened",
     "PositionSide",
+    "ProcessFigures",
     "ProcessRow",
     "PsReply",
     "PsRequest",
@@ -276,12 +278,47 @@ class Error(_Body, tag="error", frozen=True):
     traceback: str = ""
 
 
+# Upper bounds (seconds) of the candle-to-decision latency buckets, shared by the worker that
+# counts and the aggregator that exposes them as a Prometheus histogram.
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
 class Stats(_Body, tag="stats", frozen=True):
-    """Periodic figures; ``candles`` counts candles processed since the previous Stats."""
+    """Periodic figures; counts are since the previous Stats.
+
+    Parameters
+    ----------
+    candles:
+        Candles processed.
+    frames_rejected:
+        Malformed market-data frames dropped.
+    rss_bytes:
+        The worker's resident memory now.
+    latency_counts:
+        Candles whose broker-publish-to-decision time fell in each of ``LATENCY_BUCKETS_S``
+        (not cumulative), plus one last count for slower ones.
+    latency_sum_s:
+        The sum of those latencies.
+    """
 
     candles: int
     frames_rejected: int = 0
     rss_bytes: int = 0
+    latency_counts: list[int] = []
+    latency_sum_s: float = 0.0
 
 
 class Heartbeat(_Body, tag="heartbeat", frozen=True):
@@ -361,7 +398,13 @@ class Ack(_Wire, tag="ack", frozen=True):
     seq: int
 
 
-EventsUp = Event | Hello
+class ProcessFigures(_Wire, tag="process_figures", frozen=True):
+    """Manager to aggregator, every second: each process's state and resources, for metrics."""
+
+    rows: list[ProcessRow]
+
+
+EventsUp = Event | Hello | ProcessFigures
 EventsDown = Welcome | Ack
 
 # --------------------------------------------------------------------------- supervision
@@ -537,6 +580,7 @@ class ProcessRow(_Wire, frozen=True):
     uss_bytes: int = 0
     cpu_percent: float = 0.0
     last_exit: str = ""
+    kills: dict[str, int] = {}  # by cause: watchdog, memory
 
 
 class PsReply(_Wire, tag="ps_reply", frozen=True):

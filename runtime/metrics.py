@@ -8,10 +8,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from runtime.figures import Figures
+from runtime.figures import Figures, ProcessTable
+from runtime.messages import LATENCY_BUCKETS_S, ProcessRow
 from runtime.transport import RejectCounter
 
 __all__ = ["AggregatorCollector", "AggregatorCounters"]
@@ -29,9 +35,12 @@ class AggregatorCounters:
 class AggregatorCollector(Collector):
     """Per-strategy series plus the aggregator's own counters, built on each scrape."""
 
-    def __init__(self, figures: Figures, counters: AggregatorCounters) -> None:
+    def __init__(
+        self, figures: Figures, counters: AggregatorCounters, processes: ProcessTable
+    ) -> None:
         self._figures = figures
         self._counters = counters
+        self._processes = processes
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._figures.snapshot()
@@ -77,4 +86,56 @@ class AggregatorCollector(Collector):
             "stratrun_journal_duplicates", "Events received again and not written twice."
         )
         duplicates.add_metric([], self._counters.duplicates)
+        latency = HistogramMetricFamily(
+            "stratrun_candle_to_decision_seconds",
+            "From the broker publishing a candle to the strategy having decided on it.",
+            labels=["strategy_id"],
+        )
+        for sid, fig in sorted(snapshot.items()):
+            if any(fig.latency_counts):
+                cumulative, buckets = 0, []
+                for bound, count in zip(LATENCY_BUCKETS_S, fig.latency_counts, strict=False):
+                    cumulative += count
+                    buckets.append((repr(bound), cumulative))
+                buckets.append(("+Inf", cumulative + fig.latency_counts[-1]))
+                latency.add_metric([sid], buckets, fig.latency_sum_s)
         yield from (candles, events, positions, pnl, last_seq, rejected, journaled, duplicates)
+        yield latency
+        yield from _process_metrics(self._processes.snapshot())
+
+
+def _process_metrics(rows: list[ProcessRow]) -> Iterator[Metric]:
+    """Per-process figures the manager sends every second."""
+    labels = ["process", "role"]
+    up = GaugeMetricFamily(
+        "stratrun_process_up", "1 while the process runs (or is paused).", labels=labels
+    )
+    restarts = CounterMetricFamily(
+        "stratrun_process_restarts", "Restarts by the manager since it started.", labels=labels
+    )
+    rss = GaugeMetricFamily(
+        "stratrun_process_resident_memory_bytes", "Resident memory (RSS).", labels=labels
+    )
+    uss = GaugeMetricFamily(
+        "stratrun_process_unique_memory_bytes",
+        "Memory only this process holds (USS): what stopping it would free.",
+        labels=labels,
+    )
+    cpu = GaugeMetricFamily(
+        "stratrun_process_cpu_ratio", "CPU use over the last second (1 = one core).", labels=labels
+    )
+    kills = CounterMetricFamily(
+        "stratrun_process_kills",
+        "Processes the manager killed, by cause (watchdog: no heartbeat; memory: over its cap).",
+        labels=[*labels, "cause"],
+    )
+    for row in rows:
+        key = [row.name, row.role]
+        up.add_metric(key, 1.0 if row.state in ("running", "paused") else 0.0)
+        restarts.add_metric(key, row.restarts)
+        rss.add_metric(key, row.rss_bytes)
+        uss.add_metric(key, row.uss_bytes)
+        cpu.add_metric(key, row.cpu_percent / 100.0)
+        for cause in ("watchdog", "memory"):
+            kills.add_metric([*key, cause], row.kills.get(cause, 0))
+    yield from (up, restarts, rss, uss, cpu, kills)

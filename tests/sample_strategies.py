@@ -96,3 +96,10 @@ class SlowStop(Strategy):
 
     def on_stop(self) -> None:
         time.sleep(2.0)
+
+
+class Broken(Strategy):
+    """Raises on every candle: it should end up errored, its process alive and idle."""
+
+    def on_candle(self, candle: Candle) -> None:
+        raise ValueError(f"cannot handle candle {candle.seq}")

@@ -117,6 +117,18 @@ def test_up_journal_metrics_restart_and_down(system: RunningSystem) -> None:
     for sid in STRATEGIES:
         assert f'stratrun_candles_processed_total{{strategy_id="{sid}"}}' in text
         assert f'stratrun_events_total{{kind="order_filled",strategy_id="{sid}"}}' in text
+        assert re.search(
+            rf'^stratrun_candle_to_decision_seconds_count{{strategy_id="{sid}"}} [1-9]', text, re.M
+        ), f"no candle-to-decision latency for {sid}"
+
+    def processes_in_metrics() -> bool:
+        page = fetch(metrics_url)
+        return all(
+            f'stratrun_process_up{{process="{name}",role="{row.role}"}} 1.0' in page
+            for name, row in rows.items()
+        )
+
+    wait_until(processes_in_metrics, 10, "the manager's process figures in the metrics")
 
     # SIGKILL one worker: it comes back with a new pid while the others keep receiving candles.
     victim = rows["sma_a"]

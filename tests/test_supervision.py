@@ -29,6 +29,7 @@ from tests.harness import (
     LifecycleListener,
     RunningSystem,
     alive,
+    fetch,
     wait_until,
     write_config,
 )
@@ -94,6 +95,16 @@ def ask(system: RunningSystem, request: Any, timeout: float = 30) -> Any:
     return ControlClient(system.run_dir.endpoint("control"), timeout_s=timeout).request(request)
 
 
+def kills_metric(system: RunningSystem, process: str, cause: str) -> float:
+    """The aggregator's count of the manager's kills of ``process`` for ``cause``."""
+    text = fetch(system.ps()["aggregator"].detail["metrics_url"])
+    series = f'stratrun_process_kills_total{{cause="{cause}",process="{process}",role="worker"}} '
+    for line in text.splitlines():
+        if line.startswith(series):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def _delay(detail: str) -> float:
     found = re.search(r"restarting in ([0-9.]+)s", detail)
     assert found, detail
@@ -147,6 +158,9 @@ def test_a_hung_strategy_is_killed_by_the_watchdog_and_restarted(make_system: Ma
     new_pid = next(e for e in seen if e.event == "spawn").pid
     assert new_pid != rows["stuck"].pid
     assert system.ps()["steady"].pid == rows["steady"].pid
+    wait_until(
+        lambda: kills_metric(system, "stuck", "watchdog") >= 1, 10, "the kill in the metrics"
+    )
 
 
 def test_a_leaking_worker_is_restarted_at_its_memory_cap(make_system: Make) -> None:
@@ -165,6 +179,7 @@ def test_a_leaking_worker_is_restarted_at_its_memory_cap(make_system: Make) -> N
     exit_event = next(e for e in seen if e.event == "exit")
     assert "memory cap" in exit_event.detail
     assert system.ps()["steady"].pid == rows["steady"].pid
+    wait_until(lambda: kills_metric(system, "leaky", "memory") >= 1, 10, "the kill in the metrics")
 
 
 def test_commands_touch_only_the_named_strategy(make_system: Make) -> None:
@@ -205,7 +220,13 @@ def test_commands_touch_only_the_named_strategy(make_system: Make) -> None:
     assert not alive(rows["flip"].pid)
     assert system.ps()["flip"].state == "stopped"
     log = system.run_dir.log_file("flip").read_text()
-    assert "not acknowledged" not in log, "a graceful stop leaves no event unacknowledged"
+    stopped = re.search(r"last event seq (\d+), (\d+) unacknowledged", log)
+    assert stopped, log[-2000:]
+    emitted, unacked = int(stopped.group(1)), int(stopped.group(2))
+    journaled = system.journal_rows(
+        "SELECT COUNT(*), MAX(seq) FROM events WHERE strategy_id = 'flip'"
+    )[0]
+    assert unacked == 0 and journaled == (emitted, emitted), "a graceful stop loses no event"
     reply = ask(system, StartRequest(ControlClient.next_id(), "flip"))
     assert isinstance(reply, OkReply) and reply.message.startswith("flip running, pid")
 
@@ -269,3 +290,26 @@ def test_bad_commands_get_clear_answers(make_system: Make) -> None:
         timeout=60,
     )
     assert cli.returncode == 1 and cli.stderr.strip() == "stratrun: no process named 'x'"
+
+
+def test_a_strategy_that_keeps_failing_stops_itself_and_shows_errored(make_system: Make) -> None:
+    system = make_system("", strategy("broken", "Broken") + "max_consecutive_errors = 3\n")
+    rows = system.wait_all_running()
+
+    def errored() -> bool:
+        return bool(system.ps()["broken"].state == "errored")
+
+    wait_until(errored, 20, "ps to show the strategy errored")
+    errors = system.journal_rows(
+        "SELECT json_extract(body, '$.where'), json_extract(body, '$.message') FROM events "
+        "WHERE strategy_id = 'broken' AND kind = 'error' ORDER BY seq"
+    )
+    assert [where for where, _ in errors] == ["on_candle"] * 3 + ["strategy"]
+    assert "ValueError: cannot handle candle" in errors[0][1]
+    assert "stopped after 3 consecutive errors" in errors[-1][1]
+    after = system.ps()
+    assert after["broken"].pid == rows["broken"].pid and alive(rows["broken"].pid)
+    assert after["broken"].restarts == 0
+    moved = after["steady"].candles
+    wait_until(lambda: system.ps()["steady"].candles > moved, 10, "steady to keep going")
+    assert system.ps()["steady"].pid == rows["steady"].pid

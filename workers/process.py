@@ -36,6 +36,7 @@ from runtime.messages import (
 )
 from runtime.specs import WorkerSpec, read_spec
 from runtime.transport import RejectCounter, close_all, open_socket, send_payload
+from workers.latency import LatencyCounts
 from workers.loader import add_plugin_paths
 from workers.outbox import Outbox
 from workers.runner import StrategyRunner
@@ -104,6 +105,7 @@ class _Worker:
         self.last_ack_progress = time.monotonic()
         self.runner: StrategyRunner | None = None
         self.candles_before = 0
+        self.latency = LatencyCounts()
 
     # -- start-up ------------------------------------------------------------------
 
@@ -221,7 +223,14 @@ class _Worker:
         left = len(self.runner.outbox.unacked)
         if left:
             self.log.warning("stopping with %d events not acknowledged", left)
-        self.log.info("strategy %s stopped after %d candles", self.sid, self.runner.candles)
+        outbox = self.runner.outbox
+        self.log.info(
+            "strategy %s stopped after %d candles; last event seq %d, %d unacknowledged",
+            self.sid,
+            self.runner.candles,
+            outbox.last_seq,
+            len(outbox.unacked),
+        )
 
     def _drain_market_data(self) -> None:
         for _ in range(1000):
@@ -251,6 +260,8 @@ class _Worker:
             self.rejects.add("market_data", "topic_mismatch")
             return
         self.runner.on_candle(candle)
+        if candle.publish_ns:
+            self.latency.add((time.time_ns() - candle.publish_ns) / 1e9)
 
     def _drain_acks(self) -> None:
         assert self.runner is not None
@@ -283,7 +294,8 @@ class _Worker:
             return
         self.candles_reported += candles
         self.rejects_reported += rejected
-        self.runner.emit(Stats(candles, rejected, self.process.memory_info().rss))
+        counts, total = self.latency.take()
+        self.runner.emit(Stats(candles, rejected, self.process.memory_info().rss, counts, total))
 
     def _figures(self) -> ChildHeartbeat:
         assert self.runner is not None

@@ -1,0 +1,192 @@
+"""How many strategies one machine runs with candle-to-decision p99 under 10 ms.
+
+For each N, starts ``stratrun up`` with N SMA-crossover workers (zygote-forked), half on
+ETH-BTC and half on LTC-BTC 5-minute candles replayed at ``--speed`` times real time, lets
+it run, and reads the aggregator's ``stratrun_candle_to_decision_seconds`` histogram (broker
+publish to decision, measured by each worker) over a window after start-up. Prints, per N,
+the share of candles decided within 10 ms and the bucket holding the p99, over all workers
+and for the worst worker.
+
+    .venv/bin/python benchmarks/bench_capacity.py --workers 10 25 50 100 [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runtime.control_client import ControlClient, ControlError
+from runtime.messages import PsReply, PsRequest
+from runtime.rundir import RunDir
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "examples" / "data" / "crypto"
+_BUCKET = re.compile(
+    r'^stratrun_candle_to_decision_seconds_bucket\{le="([^"]+)",strategy_id="([^"]+)"\} (\S+)$'
+)
+
+
+def config(workers: int, speed: float) -> str:
+    text = f"""
+[broker]
+speed = {speed}
+[[broker.feeds]]
+symbol = "ETH-BTC"
+timeframe = "5m"
+path = "{DATA / "ETH-BTC-5m.csv"}"
+[[broker.feeds]]
+symbol = "LTC-BTC"
+timeframe = "5m"
+path = "{DATA / "LTC-BTC-5m.csv"}"
+[aggregator]
+metrics_port = 0
+[defaults]
+timeframe = "5m"
+"""
+    for i in range(workers):
+        symbol = "ETH-BTC" if i % 2 == 0 else "LTC-BTC"
+        text += (
+            f'\n[[strategies]]\nid = "s{i}"\nclass = "workers.strategies.sma_cross:SmaCross"\n'
+            f'symbols = ["{symbol}"]\nparams = {{ fast = {3 + i % 5}, slow = {20 + i % 7} }}\n'
+        )
+    return text
+
+
+def histogram(url: str) -> dict[str, dict[float, float]]:
+    """Cumulative bucket counts per strategy, from one scrape."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, dict[float, float]] = defaultdict(dict)
+    for line in text.splitlines():
+        match = _BUCKET.match(line)
+        if match:
+            bound = float("inf") if match[1] == "+Inf" else float(match[1])
+            found[match[2]][bound] = float(match[3])
+    return found
+
+
+def _share_within(buckets: dict[float, float], bound: float) -> float:
+    total = buckets.get(float("inf"), 0.0)
+    return buckets.get(bound, 0.0) / total if total else 1.0
+
+
+def _p99_bucket(buckets: dict[float, float]) -> float:
+    total = buckets.get(float("inf"), 0.0)
+    for bound in sorted(buckets):
+        if total and buckets[bound] >= 0.99 * total:
+            return bound
+    return float("inf")
+
+
+def run(workers: int, speed: float, window_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="stratrun-cap-") as tmp:
+        cfg = Path(tmp) / "capacity.toml"
+        cfg.write_text(config(workers, speed))
+        run_dir = RunDir.at(Path(tmp) / "run")
+        manager = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "--run-dir", str(run_dir.root), "up", str(cfg)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            client = ControlClient(run_dir.endpoint("control"), timeout_s=5)
+            url = ""
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                try:
+                    reply = client.request(PsRequest(ControlClient.next_id()))
+                except ControlError:
+                    reply = None
+                if isinstance(reply, PsReply) and all(r.state == "running" for r in reply.rows):
+                    url = next(
+                        r.detail["metrics_url"] for r in reply.rows if r.role == "aggregator"
+                    )
+                    break
+                time.sleep(0.2)  # polling another process until it is ready
+            if not url:
+                raise SystemExit(f"{workers} workers never all became ready")
+            time.sleep(2.0)  # let start-up settle before the measured window opens
+            before = histogram(url)
+            time.sleep(window_s)  # the measured window: candles flow, workers decide
+            after = histogram(url)
+        finally:
+            if manager.poll() is None:
+                manager.send_signal(signal.SIGTERM)
+                manager.wait(timeout=120)
+    per_strategy: dict[str, dict[float, float]] = {}
+    overall: dict[float, float] = defaultdict(float)
+    for sid, buckets in after.items():
+        diff = {b: c - before.get(sid, {}).get(b, 0.0) for b, c in buckets.items()}
+        per_strategy[sid] = diff
+        for bound, count in diff.items():
+            overall[bound] += count
+    worst = min(per_strategy.values(), key=lambda b: _share_within(b, 0.01))
+    return {
+        "workers": workers,
+        "decisions": overall.get(float("inf"), 0.0),
+        "within_10ms": _share_within(overall, 0.01),
+        "p99_bucket": _p99_bucket(overall),
+        "worst_within_10ms": _share_within(worst, 0.01),
+        "worst_p99_bucket": _p99_bucket(worst),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[10, 25, 50, 100])
+    parser.add_argument("--speed", type=float, default=1500.0, help="5 candles/s per stream")
+    parser.add_argument("--window", type=float, default=20.0, help="measured seconds")
+    parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    lines = [
+        "| workers | decisions measured | within 10 ms | p99 bucket (ms) "
+        "| worst worker within 10 ms | worst worker p99 bucket (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    largest = 0
+    for n in args.workers:
+        r = run(n, args.speed, args.window)
+        if r["p99_bucket"] <= 0.01 and r["worst_p99_bucket"] <= 0.01:
+            largest = max(largest, n)
+        lines.append(
+            f"| {n} | {r['decisions']:,.0f} | {r['within_10ms']:.2%} "
+            f"| <= {r['p99_bucket'] * 1000:g} | {r['worst_within_10ms']:.2%} "
+            f"| <= {r['worst_p99_bucket'] * 1000:g} |"
+        )
+        print(lines[-1], flush=True)
+    summary = f"Largest N tried with every worker's p99 within 10 ms: {largest or 'none'}."
+    print(summary)
+    if args.record:
+        machine = (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        )
+        workers = " ".join(map(str, args.workers))
+        with open(REPO / "benchmarks" / "RESULTS.md", "a") as out:
+            out.write(
+                f"\n## Capacity, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+                f"Machine: {machine}. Command: `.venv/bin/python benchmarks/bench_capacity.py "
+                f"--workers {workers} --speed {args.speed:g} --window {args.window:g}`. N SMA "
+                "workers, half on each of two 5-minute streams replayed at "
+                f"{args.speed:g}x ({args.speed / 300:g} candles/s per stream); latency from the "
+                "broker's publish to the worker's decision, read from the aggregator's "
+                "histogram over the window (bucket bounds 0.5, 1, 2.5, 5, 10, 25 ms ...).\n\n"
+                + "\n".join(lines)
+                + f"\n\n{summary}\n"
+            )
+
+
+if __name__ == "__main__":
+    main()

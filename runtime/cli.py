@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import click
 import msgspec
 import psutil
 
+from runtime import events_query as eq
 from runtime.config import ConfigError, load_config
 from runtime.control_client import ControlClient, ControlError
 from runtime.manager import AlreadyRunning, Manager, StartupFailed
@@ -362,3 +364,138 @@ def _duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+@main.command()
+@click.option(
+    "--strategy",
+    "strategies",
+    multiple=True,
+    metavar="ID",
+    help="Only this strategy (repeat, or separate with commas, for several).",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="KIND",
+    help="Only this kind of event (repeat, or separate with commas): signal, order_filled, ...",
+)
+@click.option(
+    "--since", metavar="T", help="From T on: ISO 8601 (UTC unless a zone is given) or 10m, 2h, 1d."
+)
+@click.option("--until", metavar="T", help="Before T (same forms as --since).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Only the N most recent matching events (still printed oldest first).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="table: one line per event; json: one object per line; csv: with a header.",
+)
+@click.pass_context
+def events(
+    ctx: click.Context,
+    strategies: tuple[str, ...],
+    kinds: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+    fmt: str,
+) -> None:
+    """Print journaled events, oldest first (while the system runs or after it stopped)."""
+
+    def split(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v for value in values for v in value.split(",") if v))
+
+    wanted_kinds = split(kinds)
+    unknown = eq.validate_kinds(wanted_kinds)
+    if unknown:
+        click.echo(
+            f"stratrun: unknown event kind {', '.join(map(repr, unknown))}; "
+            f"valid kinds: {', '.join(eq.EVENT_KINDS)}",
+            err=True,
+        )
+        sys.exit(2)
+    now_ns = time.time_ns()
+    try:
+        since_ns = eq.parse_time(since, now_ns) if since is not None else None
+        until_ns = eq.parse_time(until, now_ns) if until is not None else None
+    except eq.TimeSpecError as exc:
+        click.echo(f"stratrun: {exc}", err=True)
+        sys.exit(2)
+    if since_ns is not None and until_ns is not None and since_ns >= until_ns:
+        click.echo(f"stratrun: --since {since} is not before --until {until}", err=True)
+        sys.exit(2)
+    query = eq.EventQuery(split(strategies), wanted_kinds, since_ns, until_ns, limit)
+    path = _run_dir(ctx).journal
+    try:
+        records = eq.query_events(path, query)
+        known = eq.strategy_ids(path) if fmt == "table" else []
+        selected = [s for s in known if not query.strategies or s in query.strategies]
+        shown = _print_events(records, fmt, selected)
+    except eq.JournalMissing as exc:
+        click.echo(f"stratrun: {exc} (has a system run with this --run-dir?)", err=True)
+        sys.exit(1)
+    except eq.JournalError as exc:
+        click.echo(f"stratrun: {exc}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        # The reader (head, less) went away: stop quietly, as other Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    if not shown and fmt == "table":
+        missing = [s for s in query.strategies if s not in known]
+        hint = f" (no strategy {', '.join(missing)}; there are: {', '.join(known)})"
+        click.echo(f"stratrun: no matching events in {path}" + (hint if missing else ""), err=True)
+
+
+def _print_events(records: Iterable[eq.JournalEvent], fmt: str, strategies: list[str]) -> int:
+    """Write ``records`` to stdout as ``fmt``; returns how many were written.
+
+    ``strategies`` (the ids that can appear) sets the width of the table's strategy column.
+    """
+    import csv
+
+    out = sys.stdout
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(("time_utc", "strategy_id", "seq", "ts_ns", "kind", "body"))
+        for r in records:
+            iso = eq.format_utc(r.ts_ns).replace(" ", "T") + "Z"
+            writer.writerow((iso, r.strategy_id, r.seq, r.ts_ns, r.kind, r.body_json))
+            count += 1
+    elif fmt == "json":
+        for r in records:
+            # The body is stored as compact JSON already: it goes out as it is, not re-encoded.
+            out.write(
+                f'{{"strategy_id":{json.dumps(r.strategy_id)},"seq":{r.seq},"ts_ns":{r.ts_ns},'
+                f'"kind":{json.dumps(r.kind)},"body":{r.body_json}}}\n'
+            )
+            count += 1
+    else:
+        width = max([len("STRATEGY"), *map(len, strategies)])
+        kind_width = max(map(len, eq.EVENT_KINDS))
+        for r in records:
+            if not count:
+                out.write(
+                    f"{'TIME_UTC':<23}  {'STRATEGY':<{width}}  {'SEQ':>7}  "
+                    f"{'KIND':<{kind_width}}  SUMMARY\n"
+                )
+            out.write(
+                f"{eq.format_utc(r.ts_ns)}  {r.strategy_id:<{width}}  {r.seq:>7}  "
+                f"{r.kind:<{kind_width}}  {r.summary()}\n"
+            )
+            count += 1
+    out.flush()
+    return count

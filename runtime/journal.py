@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (strategy_id, seq)
 );
 CREATE INDEX IF NOT EXISTS events_by_kind ON events (strategy_id, kind);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (ts_ns);
 """
 
 

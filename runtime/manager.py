@@ -27,7 +27,7 @@ import zmq
 from runtime.child_process import ChildProcess
 from runtime.config import Config, ConfigError, StrategyConfig, load_config, load_strategies
 from runtime.console import TradeTail
-from runtime.lifecycle import ProcessState, Trigger
+from runtime.lifecycle import ProcessState, Trigger, next_state
 from runtime.messages import (
     CONTROL_REQUEST_DECODER,
     SUPERVISION_UP_DECODER,
@@ -704,29 +704,33 @@ class Manager:
         return None
 
     def _on_pause(self, identity: bytes, request: PauseRequest) -> msgspec.Struct | None:
-        child = self._target(identity, request, workers_only=True)
-        if isinstance(child, ErrorReply):
-            return child
-        if child.state is ProcessState.PAUSED:
-            return OkReply(request.req_id, f"{child.name} is already paused")
-        if child.state is not ProcessState.RUNNING:
-            return ErrorReply(request.req_id, f"{child.name} is {child.state.value}, not running")
-        child.move(Trigger.PAUSE)
-        send_to_peer(self.sup, child.name.encode(), Pause())
-        self._await(identity, request, "pausing", 5.0)
-        return None
+        return self._switch(identity, request, ProcessState.RUNNING, Trigger.PAUSE, Pause())
 
     def _on_resume(self, identity: bytes, request: ResumeRequest) -> msgspec.Struct | None:
+        return self._switch(identity, request, ProcessState.PAUSED, Trigger.RESUME, Resume())
+
+    def _switch(
+        self,
+        identity: bytes,
+        request: PauseRequest | ResumeRequest,
+        source: ProcessState,
+        trigger: Trigger,
+        command: Pause | Resume,
+    ) -> msgspec.Struct | None:
+        """Pause or resume a worker: move its state, tell it, answer once it confirmed."""
         child = self._target(identity, request, workers_only=True)
         if isinstance(child, ErrorReply):
             return child
-        if child.state is ProcessState.RUNNING:
-            return OkReply(request.req_id, f"{child.name} is already running")
-        if child.state is not ProcessState.PAUSED:
-            return ErrorReply(request.req_id, f"{child.name} is {child.state.value}, not paused")
-        child.move(Trigger.RESUME)
-        send_to_peer(self.sup, child.name.encode(), Resume())
-        self._await(identity, request, "resuming", 5.0)
+        target = next_state(source, trigger)
+        if child.state is target:
+            return OkReply(request.req_id, f"{child.name} is already {target.value}")
+        if child.state is not source:
+            return ErrorReply(
+                request.req_id, f"{child.name} is {child.state.value}, not {source.value}"
+            )
+        child.move(trigger)
+        send_to_peer(self.sup, child.name.encode(), command)
+        self._await(identity, request, "pausing" if trigger is Trigger.PAUSE else "resuming", 5.0)
         return None
 
     def _progress_pending(self, now: float) -> None:

@@ -25,6 +25,8 @@ from workers.strategy import PositionView
 
 __all__ = ["ContainerClosed", "StrategyServiceContainer"]
 
+_OPEN = PositionState.OPEN  # a module constant: faster to read than the enum member
+
 
 class ContainerClosed(Exception):
     """A closed container was asked to act."""
@@ -62,7 +64,7 @@ class StrategyServiceContainer:
     def position(self, symbol: str) -> PositionView | None:
         """The open position on ``symbol`` (pending entries and closing exits excluded)."""
         p = self.positions.active(symbol)
-        if p is None or p.state is not PositionState.OPEN:
+        if p is None or p.state is not _OPEN:
             return None
         return PositionView(p.symbol, p.side, p.quantity, p.entry_price, p.opened_at)
 
@@ -84,7 +86,7 @@ class StrategyServiceContainer:
         self._check_open()
         active = self.positions.active(symbol)
         if active is not None and active.side != direction:
-            if active.state is PositionState.OPEN:
+            if active.state is _OPEN:
                 self.actions.enqueue(ClosePosition(symbol, reason))
             else:
                 return  # the entry is still pending: decide again on the next candle
@@ -108,7 +110,7 @@ class StrategyServiceContainer:
             match action:
                 case ClosePosition():
                     p = self.positions.active(action.symbol)
-                    if p is None or p.state is not PositionState.OPEN:
+                    if p is None or p.state is not _OPEN:
                         continue  # it closed some other way since it was queued
                     side: Side = "sell" if p.side == "long" else "buy"
                     order_id = self.execution.submit(action.symbol, side, p.quantity, action.reason)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable
+from time import monotonic, time_ns
 
 from runtime.messages import Event, EventBody
 
@@ -24,15 +24,15 @@ class Outbox:
         self.last_seq = last_seq
         self.acked_seq = last_seq
         self.unacked: OrderedDict[int, Event] = OrderedDict()
-        self.last_emit_monotonic = time.monotonic()
+        self.last_emit_monotonic = monotonic()
         self._send = send
 
     def emit(self, body: EventBody) -> Event:
         """Wrap ``body`` in an envelope with the next seq, send it and keep it until acked."""
-        self.last_seq += 1
-        event = Event(self.strategy_id, self.last_seq, time.time_ns(), body)
-        self.unacked[event.seq] = event
-        self.last_emit_monotonic = time.monotonic()
+        self.last_seq = seq = self.last_seq + 1
+        event = Event(self.strategy_id, seq, time_ns(), body)
+        self.unacked[seq] = event
+        self.last_emit_monotonic = monotonic()
         self._send(event)
         return event
 
@@ -41,8 +41,12 @@ class Outbox:
         if seq <= self.acked_seq:
             return
         self.acked_seq = seq
-        while self.unacked and next(iter(self.unacked)) <= seq:
-            self.unacked.popitem(last=False)
+        unacked = self.unacked
+        if seq >= self.last_seq:  # every event emitted so far (the usual case)
+            unacked.clear()
+            return
+        while unacked and next(iter(unacked)) <= seq:
+            unacked.popitem(last=False)
 
     def resend(self) -> int:
         """Send every unacknowledged event again; returns how many."""

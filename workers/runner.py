@@ -121,24 +121,32 @@ class StrategyRunner:
             c.gate.observe(candle, symbol, timeframe)
         if self.state == "paused":
             return
-        if self._guarded("on_candle", self.strategy.on_candle, candle):
-            c.carry_out()
-        else:
+        try:  # _guarded("on_candle", ...), written out: this runs on every candle
+            self.strategy.on_candle(candle)
+        except Exception as exc:
+            self._failed("on_candle", exc)
             c.actions.drain()  # what a failing hook half-decided is not acted on
+            return
+        self.consecutive_errors = 0
+        c.carry_out()
 
     def _guarded(self, where: str, hook: Callable[..., Any], *args: Any) -> bool:
         try:
             hook(*args)
         except Exception as exc:
-            self.errors += 1
-            self.consecutive_errors += 1
-            _worker_log.exception("%s raised %s: %s", where, type(exc).__name__, exc)
-            self.emit(Error(where, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-            if self.consecutive_errors >= self.config.max_consecutive_errors:
-                self._give_up()
+            self._failed(where, exc)
             return False
         self.consecutive_errors = 0
         return True
+
+    def _failed(self, where: str, exc: Exception) -> None:
+        """Count and report the exception being handled; give up after too many in a row."""
+        self.errors += 1
+        self.consecutive_errors += 1
+        _worker_log.exception("%s raised %s: %s", where, type(exc).__name__, exc)
+        self.emit(Error(where, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        if self.consecutive_errors >= self.config.max_consecutive_errors:
+            self._give_up()
 
     def _give_up(self) -> None:
         self.state = "errored"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar, Protocol
 
 import msgspec
@@ -86,6 +88,20 @@ class Indicator:
     def output(self, name: str | None = None) -> float | None:
         """The latest value of output ``name`` (the primary one if None); None until warm."""
         return self._out[self.OUTPUTS[0] if name is None else name]
+
+    def reader(self, name: str | None = None) -> Callable[[], float | None]:
+        """A function of no arguments that returns ``self.output(name)``, for hot loops.
+
+        It reads the live value each time it is called (nothing is copied), without the cost
+        of a Python method call; an unknown ``name`` raises KeyError here already.
+        """
+        if type(self).output is not Indicator.output:  # a subclass reads its outputs its own way
+            return partial(self.output, name)
+        key = self.OUTPUTS[0] if name is None else name
+        if key not in self._out:
+            raise KeyError(key)  # as output(name) would
+        # ``_out`` is created once in __init__ and only ever updated in place.
+        return partial(self._out.__getitem__, key)
 
     @property
     def ready(self) -> bool:

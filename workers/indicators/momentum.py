@@ -24,33 +24,37 @@ __all__ = [
 class _WilderMoves:
     """Wilder-smoothed average gain and loss of a series' moves, seeded with their plain mean."""
 
+    __slots__ = ("_moves", "gain", "loss", "period", "prev", "seeded")
+
     def __init__(self, period: int) -> None:
         self.period = period
-        self._prev: float | None = None
+        self.prev: float | None = None
         self._moves = 0
         self.gain = 0.0
         self.loss = 0.0
+        self.seeded = False  # ``period`` moves are in: the averages are valid from now on
 
     def update(self, x: float) -> bool:
         """Add one value; True once ``period`` moves are in and the averages are valid."""
-        prev, self._prev = self._prev, x
+        prev, self.prev = self.prev, x
         if prev is None:
             return False
         change = x - prev
         gain = change if change > 0.0 else 0.0
         loss = -change if change < 0.0 else 0.0
-        self._moves += 1
         p = self.period
+        if self.seeded:
+            self.gain = (self.gain * (p - 1) + gain) / p
+            self.loss = (self.loss * (p - 1) + loss) / p
+            return True
+        self._moves += 1
         if self._moves < p:
             self.gain += gain
             self.loss += loss
             return False
-        if self._moves == p:
-            self.gain = (self.gain + gain) / p
-            self.loss = (self.loss + loss) / p
-        else:
-            self.gain = (self.gain * (p - 1) + gain) / p
-            self.loss = (self.loss * (p - 1) + loss) / p
+        self.gain = (self.gain + gain) / p
+        self.loss = (self.loss + loss) / p
+        self.seeded = True
         return True
 
 
@@ -100,10 +104,21 @@ class Rsi(Indicator):
         self._moves = _WilderMoves(params.period)
 
     def update(self, bar: Bar) -> None:
-        if self._moves.update(bar.close):
-            gain, loss = self._moves.gain, self._moves.loss
-            total = gain + loss
-            self._out["value"] = 100.0 * (gain / total) if total != 0.0 else 0.0
+        moves, x = self._moves, bar.close
+        prev = moves.prev
+        if moves.seeded and prev is not None:
+            # _WilderMoves.update once seeded, inlined: this runs on every candle.
+            moves.prev = x
+            change = x - prev
+            p = moves.period
+            moves.gain = gain = (moves.gain * (p - 1) + (change if change > 0.0 else 0.0)) / p
+            moves.loss = loss = (moves.loss * (p - 1) + (-change if change < 0.0 else 0.0)) / p
+        elif moves.update(x):
+            gain, loss = moves.gain, moves.loss
+        else:
+            return
+        total = gain + loss
+        self._out["value"] = 100.0 * (gain / total) if total != 0.0 else 0.0
 
     @property
     def warmup(self) -> int:
@@ -145,16 +160,32 @@ class Macd(Indicator):
         self._signal = EmaCore(params.signal)
 
     def update(self, bar: Bar) -> None:
-        fast = self._fast.update(bar.close)
-        slow = self._slow.update(bar.close)
-        if fast is None or slow is None:
-            return
-        line = fast - slow
-        signal = self._signal.update(line)
-        if signal is not None:
-            self._out["macd"] = line
-            self._out["signal"] = signal
-            self._out["hist"] = line - signal
+        close = bar.close
+        fast_ema, slow_ema, signal_ema = self._fast, self._slow, self._signal
+        signal = signal_ema.value
+        if signal is None:  # warming up
+            fast = fast_ema.update(close)
+            slow = slow_ema.update(close)
+            if fast is None or slow is None:
+                return
+            line = fast - slow
+            signal = signal_ema.update(line)
+            if signal is None:
+                return
+        else:
+            # All three are seeded (the signal line only starts once both EMAs have):
+            # EmaCore.update of each, inlined, as this runs on every candle.
+            fast = fast_ema.value
+            slow = slow_ema.value
+            assert fast is not None and slow is not None
+            fast_ema.value = fast = (close - fast) * fast_ema.k + fast
+            slow_ema.value = slow = (close - slow) * slow_ema.k + slow
+            line = fast - slow
+            signal_ema.value = signal = (line - signal) * signal_ema.k + signal
+        out = self._out
+        out["macd"] = line
+        out["signal"] = signal
+        out["hist"] = line - signal
 
     @property
     def warmup(self) -> int:

@@ -44,6 +44,8 @@ class EmaCore:
     candle as its slow one.
     """
 
+    __slots__ = ("_seed", "_seen", "_skip", "k", "period", "value")
+
     def __init__(self, period: int, skip: int = 0) -> None:
         require_at_least("period", period, 1)
         self.period = period
@@ -118,7 +120,13 @@ class Ema(Indicator):
         self._ema = EmaCore(params.period)
 
     def update(self, bar: Bar) -> None:
-        self._out["value"] = self._ema.update(bar.close)
+        ema = self._ema
+        value = ema.value
+        if value is None:
+            self._out["value"] = ema.update(bar.close)
+        else:  # EmaCore.update once seeded, inlined: this runs on every candle
+            ema.value = value = (bar.close - value) * ema.k + value
+            self._out["value"] = value
 
     @property
     def warmup(self) -> int:

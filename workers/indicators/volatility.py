@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from math import floor
 from typing import Annotated
 
 from msgspec import Meta
@@ -54,19 +55,28 @@ class Atr(Indicator):
         self._seed = 0.0
 
     def update(self, bar: Bar) -> None:
+        high, low = bar.high, bar.low
         prev_close, self._prev_close = self._prev_close, bar.close
         if prev_close is None:
             return
-        tr = true_range(bar.high, bar.low, prev_close)
-        atr = self._out["value"]
+        # true_range(high, low, prev_close), inlined (max() keeps the first of equals too).
+        tr = high - low
+        gap = abs(prev_close - high)
+        if gap > tr:
+            tr = gap
+        gap = abs(low - prev_close)
+        if gap > tr:
+            tr = gap
+        out = self._out
+        atr = out["value"]
         p = self.period
         if atr is not None:
-            self._out["value"] = (atr * (p - 1) + tr) / p
+            out["value"] = (atr * (p - 1) + tr) / p
             return
         self._seed += tr
         self._ranges += 1
         if self._ranges == p:
-            self._out["value"] = self._seed / p
+            out["value"] = self._seed / p
 
     @property
     def warmup(self) -> int:
@@ -87,6 +97,7 @@ class WindowMoments:
         self.size = size
         self.window: deque[float] = deque(maxlen=size)
         self._shift = 0
+        self._scale = 1.0  # 2.0**shift, or inf once that is too large for a float
         self._sum = 0
         self._squares = 0
         self._renormalize_in = max(size, RESUM_EVERY)
@@ -97,6 +108,7 @@ class WindowMoments:
         return len(self.window) == self.size
 
     def _scaled(self, x: float) -> int:
+        """``x * 2**shift`` as an integer, first growing the shift if ``x`` needs a finer one."""
         numerator, denominator = x.as_integer_ratio()
         bits = denominator.bit_length() - 1
         if bits > self._shift:
@@ -104,24 +116,34 @@ class WindowMoments:
             self._sum <<= grow
             self._squares <<= 2 * grow
             self._shift = bits
+            self._scale = 2.0**bits if bits < 1024 else math.inf
         return numerator << (self._shift - bits)
 
     def push(self, x: float) -> None:
         """Add ``x``, dropping the oldest value once the window is full."""
-        scaled = self._scaled(x)
-        if len(self.window) == self.size:
-            oldest = self._scaled(self.window[0])
-            self._sum -= oldest
-            self._squares -= oldest * oldest
-        self._sum += scaled
-        self._squares += scaled * scaled
-        self.window.append(x)
+        # Multiplying by a power of two is exact (short of overflow): when the product is a
+        # whole number, it is the scaled integer, and far cheaper to get than by _scaled().
+        product = x * self._scale
+        scaled = floor(product) if product.is_integer() else self._scaled(x)
+        window = self.window
+        if len(window) == self.size:
+            oldest = window[0]  # a whole number of 2**-shift, as every value in the window
+            product = oldest * self._scale
+            dropped = floor(product) if product.is_integer() else self._scaled(oldest)
+            change = scaled - dropped
+            self._sum += change
+            self._squares += change * (scaled + dropped)  # scaled**2 - dropped**2
+        else:
+            self._sum += scaled
+            self._squares += scaled * scaled
+        window.append(x)
         self._renormalize_in -= 1
         if self._renormalize_in == 0:
             # One tiny value makes the scale, and so the integers, grow for good: start over
             # at the scale the window needs now (O(1) amortised, like RESUM_EVERY).
             self._shift = self._sum = self._squares = 0
-            for value in self.window:
+            self._scale = 1.0
+            for value in window:
                 scaled = self._scaled(value)
                 self._sum += scaled
                 self._squares += scaled * scaled
@@ -135,6 +157,14 @@ class WindowMoments:
         """The population variance of the window, correctly rounded."""
         n = len(self.window)
         return (n * self._squares - self._sum * self._sum) / ((n * n) << (2 * self._shift))
+
+    def mean_and_variance(self) -> tuple[float, float]:
+        """``(mean(), variance())`` in one call."""
+        n, total, shift = len(self.window), self._sum, self._shift
+        return (
+            total / (n << shift),
+            (n * self._squares - total * total) / ((n * n) << (2 * shift)),
+        )
 
 
 class BbandsParams(IndicatorParams, frozen=True, tag="bbands"):
@@ -167,14 +197,16 @@ class BollingerBands(Indicator):
         self._moments = WindowMoments(params.period)
 
     def update(self, bar: Bar) -> None:
-        self._moments.push(bar.close)
-        if not self._moments.full:
+        moments = self._moments
+        moments.push(bar.close)
+        if len(moments.window) < self.period:
             return
-        mean = self._moments.mean()
-        deviation = math.sqrt(self._moments.variance())
-        self._out["middle"] = mean
-        self._out["upper"] = mean + self.nbdev_up * deviation
-        self._out["lower"] = mean - self.nbdev_dn * deviation
+        mean, variance = moments.mean_and_variance()
+        deviation = math.sqrt(variance)
+        out = self._out
+        out["middle"] = mean
+        out["upper"] = mean + self.nbdev_up * deviation
+        out["lower"] = mean - self.nbdev_dn * deviation
 
     @property
     def warmup(self) -> int:

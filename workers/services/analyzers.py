@@ -7,8 +7,8 @@ analyzer has what it needs.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Annotated, ClassVar
 
 import msgspec
@@ -115,16 +115,15 @@ AnalyzerSpec = (
 )
 
 
-def _clip(x: float) -> float:
-    return -1.0 if x < -1.0 else 1.0 if x > 1.0 else x
-
-
-def _sign(x: float) -> float:
-    return 1.0 if x > 0 else -1.0 if x < 0 else 0.0
+Scorer = Callable[[Bar], float | None]
 
 
 class Analyzer:
-    """Scores one symbol from the registry's indicators; None while inputs warm up."""
+    """Scores one symbol from the registry's indicators; None while inputs warm up.
+
+    The registry scores every candle through :meth:`scorer`, a function of the bar it asks
+    for once per symbol. By default that function calls :meth:`score`.
+    """
 
     Params: ClassVar[type[AnalyzerParams]]
 
@@ -142,11 +141,42 @@ class Analyzer:
             self._inputs[symbol] = found
         return found
 
+    def scorer(self, indicators: IndicatorRegistry, symbol: str) -> Scorer:
+        """``score(indicators, symbol, bar)`` as a function of ``bar`` alone."""
+        return partial(self.score, indicators, symbol)
+
     def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
         raise NotImplementedError
 
 
-class _Cross(Analyzer):
+class _BuiltinAnalyzer(Analyzer):
+    """Base of this module's analyzers.
+
+    Their scorer, built by ``_bind`` once per symbol, is a closure over the indicators'
+    :meth:`~workers.indicators.Indicator.reader` functions, with the sign of a gap and the clip
+    to [-1, 1] written out: it runs on every candle. :meth:`score` calls the same function.
+    """
+
+    def __init__(self, params: AnalyzerParams) -> None:
+        super().__init__(params)
+        self._scorers: dict[str, Scorer] = {}
+
+    def scorer(self, indicators: IndicatorRegistry, symbol: str) -> Scorer:
+        found = self._scorers.get(symbol)
+        if found is None:
+            found = self._bind(self.inputs(indicators, symbol))
+            self._scorers[symbol] = found
+        return found
+
+    def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
+        return self.scorer(indicators, symbol)(bar)
+
+    def _bind(self, inputs: tuple[Indicator, ...]) -> Scorer:
+        """The scorer of one symbol, whose indicators are ``inputs``."""
+        raise NotImplementedError
+
+
+class _Cross(_BuiltinAnalyzer):
     Params = CrossParams
 
     def __init__(self, params: AnalyzerParams) -> None:
@@ -154,17 +184,25 @@ class _Cross(Analyzer):
         assert isinstance(params, CrossParams)
         self.p = params
 
-    def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        fast_ind, slow_ind = self.inputs(indicators, symbol)
-        fast, slow = fast_ind.output(), slow_ind.output()
-        if fast is None or slow is None or slow == 0:
-            return None
-        if self.p.scale_pct == 0:
-            return _sign(fast - slow)
-        return _clip((fast / slow - 1.0) * 100.0 / self.p.scale_pct)
+    def _bind(self, inputs: tuple[Indicator, ...]) -> Scorer:
+        fast_indicator, slow_indicator = inputs
+        read_fast, read_slow = fast_indicator.reader(), slow_indicator.reader()
+
+        def score(bar: Bar) -> float | None:
+            fast, slow = read_fast(), read_slow()
+            if fast is None or slow is None or slow == 0.0:
+                return None
+            scale_pct = self.p.scale_pct
+            if scale_pct == 0.0:
+                gap = fast - slow
+                return 1.0 if gap > 0.0 else -1.0 if gap < 0.0 else 0.0
+            x = (fast / slow - 1.0) * 100.0 / scale_pct
+            return -1.0 if x < -1.0 else 1.0 if x > 1.0 else x
+
+        return score
 
 
-class _Oscillator(Analyzer):
+class _Oscillator(_BuiltinAnalyzer):
     Params = OscillatorParams
 
     def __init__(self, params: AnalyzerParams) -> None:
@@ -174,15 +212,21 @@ class _Oscillator(Analyzer):
         self._mid = (params.lower + params.upper) / 2.0
         self._half = (params.upper - params.lower) / 2.0
 
-    def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        (oscillator,) = self.inputs(indicators, symbol)
-        value = oscillator.output(self.p.output)
-        if value is None:
-            return None
-        return _clip((self._mid - value) / self._half)
+    def _bind(self, inputs: tuple[Indicator, ...]) -> Scorer:
+        (oscillator,) = inputs
+        read = oscillator.reader(self.p.output)
+
+        def score(bar: Bar) -> float | None:
+            value = read()
+            if value is None:
+                return None
+            x = (self._mid - value) / self._half
+            return -1.0 if x < -1.0 else 1.0 if x > 1.0 else x
+
+        return score
 
 
-class _Macd(Analyzer):
+class _Macd(_BuiltinAnalyzer):
     Params = MacdParams
 
     def __init__(self, params: AnalyzerParams) -> None:
@@ -190,13 +234,20 @@ class _Macd(Analyzer):
         assert isinstance(params, MacdParams)
         self.p = params
 
-    def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        (macd,) = self.inputs(indicators, symbol)
-        hist = macd.output("hist")
-        return None if hist is None else _sign(hist)
+    def _bind(self, inputs: tuple[Indicator, ...]) -> Scorer:
+        (macd,) = inputs
+        read_hist = macd.reader("hist")
+
+        def score(bar: Bar) -> float | None:
+            hist = read_hist()
+            if hist is None:
+                return None
+            return 1.0 if hist > 0.0 else -1.0 if hist < 0.0 else 0.0
+
+        return score
 
 
-class _Bollinger(Analyzer):
+class _Bollinger(_BuiltinAnalyzer):
     Params = BollingerParams
 
     def __init__(self, params: AnalyzerParams) -> None:
@@ -204,18 +255,24 @@ class _Bollinger(Analyzer):
         assert isinstance(params, BollingerParams)
         self.p = params
 
-    def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        (bands,) = self.inputs(indicators, symbol)
-        upper, middle = bands.output("upper"), bands.output("middle")
-        if upper is None or middle is None:
-            return None
-        width = upper - middle
-        if width <= 0:
-            return 0.0
-        return _clip((middle - bar.close) / width)
+    def _bind(self, inputs: tuple[Indicator, ...]) -> Scorer:
+        (bands,) = inputs
+        read_upper, read_middle = bands.reader("upper"), bands.reader("middle")
+
+        def score(bar: Bar) -> float | None:
+            upper, middle = read_upper(), read_middle()
+            if upper is None or middle is None:
+                return None
+            width = upper - middle
+            if width <= 0.0:
+                return 0.0
+            x = (middle - bar.close) / width
+            return -1.0 if x < -1.0 else 1.0 if x > 1.0 else x
+
+        return score
 
 
-class _PriceVs(Analyzer):
+class _PriceVs(_BuiltinAnalyzer):
     Params = PriceVsParams
 
     def __init__(self, params: AnalyzerParams) -> None:
@@ -223,13 +280,21 @@ class _PriceVs(Analyzer):
         assert isinstance(params, PriceVsParams)
         self.p = params
 
-    def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        (indicator,) = self.inputs(indicators, symbol)
-        level = indicator.output()
-        return None if level is None else _sign(bar.close - level)
+    def _bind(self, inputs: tuple[Indicator, ...]) -> Scorer:
+        (indicator,) = inputs
+        read = indicator.reader()
+
+        def score(bar: Bar) -> float | None:
+            level = read()
+            if level is None:
+                return None
+            gap = bar.close - level
+            return 1.0 if gap > 0.0 else -1.0 if gap < 0.0 else 0.0
+
+        return score
 
 
-class _Adx(Analyzer):
+class _Adx(_BuiltinAnalyzer):
     Params = AdxParams
 
     def __init__(self, params: AnalyzerParams) -> None:
@@ -237,13 +302,21 @@ class _Adx(Analyzer):
         assert isinstance(params, AdxParams)
         self.p = params
 
-    def score(self, indicators: IndicatorRegistry, symbol: str, bar: Bar) -> float | None:
-        (indicator,) = self.inputs(indicators, symbol)
-        adx = indicator.output("adx")
-        plus, minus = indicator.output("plus_di"), indicator.output("minus_di")
-        if adx is None or plus is None or minus is None:
-            return None
-        return 0.0 if adx < self.p.threshold else _sign(plus - minus)
+    def _bind(self, inputs: tuple[Indicator, ...]) -> Scorer:
+        (indicator,) = inputs
+        read_adx = indicator.reader("adx")
+        read_plus, read_minus = indicator.reader("plus_di"), indicator.reader("minus_di")
+
+        def score(bar: Bar) -> float | None:
+            adx, plus, minus = read_adx(), read_plus(), read_minus()
+            if adx is None or plus is None or minus is None:
+                return None
+            if adx < self.p.threshold:
+                return 0.0
+            gap = plus - minus
+            return 1.0 if gap > 0.0 else -1.0 if gap < 0.0 else 0.0
+
+        return score
 
 
 ANALYZERS: dict[type[AnalyzerParams], type[Analyzer]] = {
@@ -260,21 +333,38 @@ class AnalyzerRegistry:
     """The strategy's analyzers with its own weights."""
 
     def __init__(self, specs: Sequence[AnalyzerParams], indicators: IndicatorRegistry) -> None:
-        self.analyzers = [make_analyzer(spec) for spec in specs]
         self._indicators = indicators
+        self.analyzers = [make_analyzer(spec) for spec in specs]
         self._total_weight = sum(abs(a.weight) for a in self.analyzers)
+
+    @property
+    def analyzers(self) -> tuple[Analyzer, ...]:
+        """The analyzers, in config order; assign a new sequence to replace them."""
+        return self._analyzers
+
+    @analyzers.setter
+    def analyzers(self, analyzers: Iterable[Analyzer]) -> None:
+        self._analyzers = tuple(analyzers)
+        # Each analyzer with its scorer, per symbol: bound on the symbol's first score.
+        self._scorers: dict[str, tuple[tuple[Analyzer, Scorer], ...]] = {}
 
     def score(self, symbol: str, bar: Bar) -> float | None:
         """Weighted mean score in [-1, 1]; None until every analyzer can score."""
-        if not self.analyzers or self._total_weight == 0:
+        if not self._analyzers or self._total_weight == 0:
             return None
         total = 0.0
-        for analyzer in self.analyzers:
-            score = analyzer.score(self._indicators, symbol, bar)
-            if score is None or math.isnan(score):
+        for analyzer, scorer in self._scorers.get(symbol) or self._bind(symbol):
+            score = scorer(bar)
+            if score is None or score != score:  # none yet, or NaN
                 return None
             total += analyzer.weight * score
-        return _clip(total / self._total_weight)
+        mean = total / self._total_weight
+        return -1.0 if mean < -1.0 else 1.0 if mean > 1.0 else mean
+
+    def _bind(self, symbol: str) -> tuple[tuple[Analyzer, Scorer], ...]:
+        scorers = tuple((a, a.scorer(self._indicators, symbol)) for a in self._analyzers)
+        self._scorers[symbol] = scorers
+        return scorers
 
     def __len__(self) -> int:
-        return len(self.analyzers)
+        return len(self._analyzers)

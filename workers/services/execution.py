@@ -6,15 +6,14 @@ It only turns orders into fills; positions are the lifecycle service's business.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from runtime.messages import Candle, EventBody, OrderFilled, OrderSubmitted, Side
 
 __all__ = ["PaperExecution"]
 
 
-@dataclass(slots=True, frozen=True)
-class _Order:
+class _Order(NamedTuple):  # a NamedTuple: built faster than a frozen dataclass
     order_id: str
     symbol: str
     side: Side

@@ -19,6 +19,8 @@ from workers.services.positions import ManagedPosition, PositionLifecycleService
 
 __all__ = ["ExitConfig", "ExitOrchestrator"]
 
+_OPEN = PositionState.OPEN  # a module constant: faster to read than the enum member
+
 Pct = Annotated[float, msgspec.Meta(gt=0, lt=100)]
 
 
@@ -58,7 +60,7 @@ class ExitOrchestrator:
     def on_candle(self, symbol: str, bar: Bar, direction: Direction) -> str | None:
         """Judge the open position on ``symbol``; returns the rule that fired, if any."""
         position = self._positions.active(symbol)
-        if position is None or position.state is not PositionState.OPEN:
+        if position is None or position.state is not _OPEN:
             return None
         rule = self._rule(position, bar, direction)
         if rule is not None and self._actions.enqueue(ClosePosition(symbol, rule)):
@@ -67,23 +69,20 @@ class ExitOrchestrator:
 
     def _rule(self, p: ManagedPosition, bar: Bar, direction: Direction) -> str | None:
         c = self.config
-        long = p.side == "long"
-        if c.stop_loss_pct is not None:
-            level = p.entry_price * (
-                1 - c.stop_loss_pct / 100 if long else 1 + c.stop_loss_pct / 100
-            )
-            if (bar.low <= level) if long else (bar.high >= level):
+        stop, take, trail = c.stop_loss_pct, c.take_profit_pct, c.trailing_stop_pct
+        if p.side == "long":
+            if stop is not None and bar.low <= p.entry_price * (1 - stop / 100):
                 return "stop_loss"
-        if c.take_profit_pct is not None:
-            level = p.entry_price * (
-                1 + c.take_profit_pct / 100 if long else 1 - c.take_profit_pct / 100
-            )
-            if (bar.high >= level) if long else (bar.low <= level):
+            if take is not None and bar.high >= p.entry_price * (1 + take / 100):
                 return "take_profit"
-        if c.trailing_stop_pct is not None:
-            trail = c.trailing_stop_pct / 100
-            level = p.best_price * (1 - trail if long else 1 + trail)
-            if (bar.close <= level) if long else (bar.close >= level):
+            if trail is not None and bar.close <= p.best_price * (1 - trail / 100):
+                return "trailing_stop"
+        else:
+            if stop is not None and bar.high >= p.entry_price * (1 + stop / 100):
+                return "stop_loss"
+            if take is not None and bar.low <= p.entry_price * (1 - take / 100):
+                return "take_profit"
+            if trail is not None and bar.close >= p.best_price * (1 + trail / 100):
                 return "trailing_stop"
         if c.time_stop_candles is not None and p.candles_held >= c.time_stop_candles:
             return "time_stop"

@@ -6,7 +6,7 @@ timeframe (the decision timeframe unless the spec names another).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from workers.indicators import Bar, Indicator, IndicatorParams, make_indicator
 
@@ -31,6 +31,11 @@ class IndicatorRegistry:
                 timeframe = spec.timeframe or decision_timeframe
                 self._by_key[(symbol, name)] = indicator
                 self._by_stream.setdefault((symbol, timeframe), []).append(indicator)
+        # What update() calls for each stream, looked up once: it runs on every candle.
+        self._updates: dict[tuple[str, str], tuple[Callable[[Bar], None], ...]] = {
+            stream: tuple(indicator.update for indicator in indicators)
+            for stream, indicators in self._by_stream.items()
+        }
 
     @property
     def timeframes(self) -> set[str]:
@@ -39,8 +44,8 @@ class IndicatorRegistry:
 
     def update(self, bar: Bar, symbol: str, timeframe: str) -> None:
         """Feed one closed candle to the indicators of its stream."""
-        for indicator in self._by_stream.get((symbol, timeframe), ()):
-            indicator.update(bar)
+        for update in self._updates.get((symbol, timeframe), ()):
+            update(bar)
 
     def get(self, symbol: str, name: str) -> Indicator:
         """The indicator object itself (KeyError names what is missing)."""

@@ -181,3 +181,37 @@ class LifecycleListener:
     def close(self) -> None:
         self._sub.close(0)
         self._ctx.term()
+
+
+def eth_system(speed: float = 3000, runtime: str = "") -> str:
+    """The head of a test config: one real ETH-BTC 5m feed at ``speed``, metrics on a free
+    port, defaults every test strategy shares; ``runtime`` lines go in ``[runtime]``."""
+    return f"""
+[runtime]
+{runtime}
+
+[broker]
+speed = {speed}
+heartbeat_interval_s = 0.5
+
+[[broker.feeds]]
+symbol = "ETH-BTC"
+timeframe = "5m"
+path = "{DATA}/crypto/ETH-BTC-5m.csv"
+
+[aggregator]
+metrics_port = 0
+
+[defaults]
+timeframe = "5m"
+symbols = ["ETH-BTC"]
+stats_interval_s = 0.2
+"""
+
+
+def sma_strategy(sid: str, fast: int, slow: int) -> str:
+    """A ``[[strategies]]`` table of the built-in SMA crossover."""
+    return (
+        f'\n[[strategies]]\nid = "{sid}"\nclass = "workers.strategies.sma_cross:SmaCross"\n'
+        f"params = {{ fast = {fast}, slow = {slow} }}\n"
+    )

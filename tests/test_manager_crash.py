@@ -10,39 +10,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.harness import DATA, RunningSystem, alive, wait_until, write_config
+from tests.harness import (
+    RunningSystem,
+    alive,
+    eth_system,
+    sma_strategy,
+    wait_until,
+    write_config,
+)
 
-CONFIG = f"""
-[runtime]
-restart = {{ delay_s = 0.1, jitter = 0.0 }}
-
-[broker]
-speed = 3000
-heartbeat_interval_s = 0.5
-
-[[broker.feeds]]
-symbol = "ETH-BTC"
-timeframe = "5m"
-path = "{DATA}/crypto/ETH-BTC-5m.csv"
-
-[aggregator]
-metrics_port = 0
-
-[defaults]
-timeframe = "5m"
-symbols = ["ETH-BTC"]
-stats_interval_s = 0.2
-
-[[strategies]]
-id = "survivor"
-class = "workers.strategies.sma_cross:SmaCross"
-params = {{ fast = 3, slow = 8 }}
-
-[[strategies]]
-id = "casualty"
-class = "workers.strategies.sma_cross:SmaCross"
-params = {{ fast = 4, slow = 9 }}
-"""
+CONFIG = (
+    eth_system(runtime="restart = { delay_s = 0.1, jitter = 0.0 }")
+    + sma_strategy("survivor", 3, 8)
+    + sma_strategy("casualty", 4, 9)
+)
 
 
 @pytest.fixture

@@ -10,33 +10,12 @@ import pytest
 
 from runtime.control_client import ControlClient
 from runtime.messages import AddRequest, ErrorReply, OkReply, ReloadRequest, RemoveRequest
-from tests.harness import DATA, RunningSystem, alive, write_config
+from tests.harness import RunningSystem, alive, eth_system, sma_strategy, write_config
 
-HEAD = f"""
-[broker]
-speed = 3000
-heartbeat_interval_s = 0.5
-
-[[broker.feeds]]
-symbol = "ETH-BTC"
-timeframe = "5m"
-path = "{DATA}/crypto/ETH-BTC-5m.csv"
-
-[aggregator]
-metrics_port = 0
-
-[defaults]
-timeframe = "5m"
-symbols = ["ETH-BTC"]
-stats_interval_s = 0.2
-"""
+HEAD = eth_system()
 
 
-def sma(sid: str, fast: int, slow: int) -> str:
-    return (
-        f'\n[[strategies]]\nid = "{sid}"\nclass = "workers.strategies.sma_cross:SmaCross"\n'
-        f"params = {{ fast = {fast}, slow = {slow} }}\n"
-    )
+sma = sma_strategy
 
 
 @pytest.fixture

@@ -24,43 +24,20 @@ from runtime.messages import (
     StopRequest,
 )
 from tests.harness import (
-    DATA,
     REPO,
     LifecycleListener,
     RunningSystem,
     alive,
+    eth_system,
     fetch,
+    sma_strategy,
     wait_until,
     write_config,
 )
 
-HEAD = f"""
-[runtime]
-stop_timeout_s = 5
-RUNTIME_EXTRA
-
-[broker]
-speed = 6000            # 20 candles a second
-heartbeat_interval_s = 0.5
-
-[[broker.feeds]]
-symbol = "ETH-BTC"
-timeframe = "5m"
-path = "{DATA}/crypto/ETH-BTC-5m.csv"
-
-[aggregator]
-metrics_port = 0
-
-[defaults]
-timeframe = "5m"
-symbols = ["ETH-BTC"]
-stats_interval_s = 0.2
-
-[[strategies]]
-id = "steady"
-class = "workers.strategies.sma_cross:SmaCross"
-params = {{ fast = 3, slow = 8 }}
-"""
+HEAD = eth_system(speed=6000, runtime="stop_timeout_s = 5\nRUNTIME_EXTRA") + sma_strategy(
+    "steady", 3, 8
+)
 
 
 def strategy(sid: str, cls: str, params: str = "{}") -> str:

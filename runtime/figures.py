@@ -31,6 +31,7 @@ class StrategyFigures:
 
     candles: int = 0
     frames_rejected: int = 0
+    candles_missed: int = 0
     realized_pnl: float = 0.0
     last_seq: int = 0
     last_event_ns: int = 0
@@ -43,6 +44,7 @@ class StrategyFigures:
         return StrategyFigures(
             self.candles,
             self.frames_rejected,
+            self.candles_missed,
             self.realized_pnl,
             self.last_seq,
             self.last_event_ns,
@@ -72,6 +74,7 @@ class Figures:
                 case Stats():
                     fig.candles += body.candles
                     fig.frames_rejected += body.frames_rejected
+                    fig.candles_missed += body.candles_missed
                     if len(body.latency_counts) == len(fig.latency_counts):
                         for i, count in enumerate(body.latency_counts):
                             fig.latency_counts[i] += count

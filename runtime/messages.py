@@ -312,6 +312,8 @@ class Stats(_Body, tag="stats", frozen=True):
         (not cumulative), plus one last count for slower ones.
     latency_sum_s:
         The sum of those latencies.
+    candles_missed:
+        Candles whose seq was skipped (published, never received).
     """
 
     candles: int
@@ -319,6 +321,7 @@ class Stats(_Body, tag="stats", frozen=True):
     rss_bytes: int = 0
     latency_counts: list[int] = []
     latency_sum_s: float = 0.0
+    candles_missed: int = 0
 
 
 class Heartbeat(_Body, tag="heartbeat", frozen=True):

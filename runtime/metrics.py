@@ -52,6 +52,11 @@ class AggregatorCollector(Collector):
         events = CounterMetricFamily(
             "stratrun_events", "Events journaled, by kind.", labels=["strategy_id", "kind"]
         )
+        missed = CounterMetricFamily(
+            "stratrun_candles_missed",
+            "Candles a strategy never received (a hole in its stream's seq).",
+            labels=["strategy_id"],
+        )
         positions = GaugeMetricFamily(
             "stratrun_open_positions", "Open positions of a strategy.", labels=["strategy_id"]
         )
@@ -70,6 +75,7 @@ class AggregatorCollector(Collector):
         )
         for sid, fig in sorted(snapshot.items()):
             candles.add_metric([sid], fig.candles)
+            missed.add_metric([sid], fig.candles_missed)
             for kind, count in sorted(fig.events_by_kind.items()):
                 events.add_metric([sid, kind], count)
             positions.add_metric([sid], len(fig.positions))
@@ -99,7 +105,8 @@ class AggregatorCollector(Collector):
                     buckets.append((repr(bound), cumulative))
                 buckets.append(("+Inf", cumulative + fig.latency_counts[-1]))
                 latency.add_metric([sid], buckets, fig.latency_sum_s)
-        yield from (candles, events, positions, pnl, last_seq, rejected, journaled, duplicates)
+        yield from (candles, missed, events, positions, pnl, last_seq, rejected, journaled)
+        yield duplicates
         yield latency
         yield from _process_metrics(self._processes.snapshot())
 

@@ -93,6 +93,11 @@ def test_add_remove_and_reload(system: RunningSystem, tmp_path: Path) -> None:
     assert not alive(pid["dropped"])
     assert rows["broker"].pid == pid["broker"] and rows["aggregator"].pid == pid["aggregator"]
     assert seqs_have_no_hole(system, "steady") and seqs_have_no_hole(system, "changed")
+    missed = system.journal_rows(
+        "SELECT SUM(json_extract(body, '$.candles_missed')) FROM events "
+        "WHERE strategy_id = 'steady' AND kind = 'stats'"
+    )
+    assert missed == [(0,)], "the untouched strategy lost no candle"
 
     # A config that no longer validates: the reload is refused and nothing moves.
     system.config.write_text(HEAD + sma("steady", 3, 8).replace("fast = 3", "fast = 30"))

@@ -284,6 +284,7 @@ def test_a_strategy_that_keeps_failing_stops_itself_and_shows_errored(make_syste
     assert [where for where, _ in errors] == ["on_candle"] * 3 + ["strategy"]
     assert "ValueError: cannot handle candle" in errors[0][1]
     assert "stopped after 3 consecutive errors" in errors[-1][1]
+    assert "strategy broken unsubscribed" in system.run_dir.log_file("broken").read_text()
     after = system.ps()
     assert after["broken"].pid == rows["broken"].pid and alive(rows["broken"].pid)
     assert after["broken"].restarts == 0

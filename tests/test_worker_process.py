@@ -209,3 +209,15 @@ def test_a_raising_strategy_is_contained_and_reported(make_worker: Any) -> None:
             message = SUPERVISION_UP_DECODER.decode(payload)
             heartbeat_seen = isinstance(message, ChildHeartbeat) and message.candles == len(good)
     assert heartbeat_seen, "the worker reports its figures to the manager"
+
+
+def test_a_hole_in_a_stream_is_counted(make_worker: Any) -> None:
+    w: Harness = make_worker("workers.strategies.sma_cross:SmaCross", {"fast": 2, "slow": 4})
+    w.handshake()
+    candles = real_candles(20)
+    sent = candles[:5] + candles[8:]  # seqs 6, 7 and 8 never arrive
+    for candle in sent:
+        w.publish(candle)
+    w.pump_events(lambda _: w.stats()[0] == len(sent))
+    missed = sum(e.body.candles_missed for e in w.received if isinstance(e.body, Stats))
+    assert missed == 3

@@ -106,6 +106,9 @@ class _Worker:
         self.runner: StrategyRunner | None = None
         self.candles_before = 0
         self.latency = LatencyCounts()
+        self.last_seq: dict[bytes, int] = {}  # per stream, to see candles that never came
+        self.missed = 0
+        self.missed_reported = 0
 
     # -- start-up ------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class _Worker:
         outbox = Outbox(self.sid, welcome.last_seq, self._send_event)
         self.runner = StrategyRunner(self.spec.strategy, outbox)
         self.runner.restore(welcome.open_positions, welcome.realized_pnl)
+        self.runner.container.on_close.append(self._unsubscribe)
         self.candles_before = welcome.candles
         for topic in sorted(self.topics):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
@@ -197,6 +201,12 @@ class _Worker:
             if self.sup.heartbeat_due(now):
                 self.sup.heartbeat(now, self._figures())
 
+    def _unsubscribe(self) -> None:
+        """The strategy's services closed (stopped or errored): stop taking its candles."""
+        for topic in sorted(self.topics):
+            self.sub.setsockopt(zmq.UNSUBSCRIBE, topic)
+        self.log.info("strategy %s unsubscribed from %d streams", self.sid, len(self.topics))
+
     def _on_commands(self, commands: list[SupervisionDown]) -> None:
         assert self.runner is not None
         for command in commands:
@@ -259,6 +269,11 @@ class _Worker:
         if candle_topic(candle.symbol, candle.timeframe) != topic:
             self.rejects.add("market_data", "topic_mismatch")
             return
+        last = self.last_seq.get(topic, 0)
+        if last and candle.seq > last + 1:
+            # Counted, not yet repaired: backfill from the broker's history is the next step.
+            self.missed += candle.seq - last - 1
+        self.last_seq[topic] = candle.seq
         self.runner.on_candle(candle)
         if candle.publish_ns:
             self.latency.add((time.time_ns() - candle.publish_ns) / 1e9)
@@ -290,12 +305,14 @@ class _Worker:
         assert self.runner is not None
         candles = self.runner.candles - self.candles_reported
         rejected = self.rejects.total - self.rejects_reported
-        if not (candles or rejected or always):
+        if not (candles or rejected or always or self.missed > self.missed_reported):
             return
         self.candles_reported += candles
         self.rejects_reported += rejected
         counts, total = self.latency.take()
-        self.runner.emit(Stats(candles, rejected, self.process.memory_info().rss, counts, total))
+        missed, self.missed_reported = self.missed - self.missed_reported, self.missed
+        rss = self.process.memory_info().rss
+        self.runner.emit(Stats(candles, rejected, rss, counts, total, missed))
 
     def _figures(self) -> ChildHeartbeat:
         assert self.runner is not None

@@ -210,13 +210,32 @@ def down(ctx: click.Context, timeout: float) -> None:
 
 
 @main.command()
-@click.argument("process_id")
+@click.argument("process_id", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (across rotation).")
 @click.option("-n", "--lines", default=20, show_default=True, help="Lines of history to show.")
 @click.pass_context
-def logs(ctx: click.Context, process_id: str, follow: bool, lines: int) -> None:
-    """Print the log of one strategy (or of broker, aggregator)."""
+def logs(ctx: click.Context, process_id: str | None, follow: bool, lines: int) -> None:
+    """Print the log of one strategy (or broker, aggregator); no ID: all, interleaved."""
+    from runtime.log_follow import follow_dir, follow_file, last_lines
+
     run_dir = _run_dir(ctx)
+    if process_id is None:
+        paths = sorted(run_dir.logs_dir.glob("*.log"))
+        if not paths:
+            click.echo(f"stratrun: no logs in {run_dir.logs_dir}", err=True)
+            sys.exit(1)
+        width = max(len(p.stem) for p in paths)
+        if not follow:
+            for path in paths:
+                for line in last_lines(path, lines):
+                    click.echo(f"{_prefix(path.stem, width)} {line}")
+            return
+        try:
+            for name, line in follow_dir(run_dir.logs_dir, history=lines):
+                click.echo(f"{_prefix(name, width)} {line}")
+        except KeyboardInterrupt:
+            pass
+        return
     path = run_dir.log_file(process_id)
     if not path.exists():
         known = sorted(p.stem for p in run_dir.logs_dir.glob("*.log"))
@@ -226,16 +245,24 @@ def logs(ctx: click.Context, process_id: str, follow: bool, lines: int) -> None:
             err=True,
         )
         sys.exit(1)
-    from runtime.log_follow import follow_file, last_lines
+    if not follow:
+        for line in last_lines(path, lines):
+            click.echo(line)
+        return
+    try:
+        for line in follow_file(path, history=lines):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
 
-    for line in last_lines(path, lines):
-        click.echo(line)
-    if follow:
-        try:
-            for line in follow_file(path):
-                click.echo(line)
-        except KeyboardInterrupt:
-            pass
+
+_COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green")
+
+
+def _prefix(name: str, width: int) -> str:
+    """``name |`` in a colour of its own (click drops colours when not on a terminal)."""
+    colour = _COLOURS[sum(name.encode()) % len(_COLOURS)]
+    return click.style(f"{name:<{width}} |", fg=colour)
 
 
 _NAMED: dict[

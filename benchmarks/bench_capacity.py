@@ -13,8 +13,6 @@ and for the worst worker.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import signal
 import subprocess
@@ -23,9 +21,10 @@ import tempfile
 import time
 import urllib.request
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from _results import record
 
 from runtime.control_client import ControlClient, ControlError
 from runtime.messages import PsReply, PsRequest
@@ -170,22 +169,16 @@ def main() -> None:
     summary = f"Largest N tried with every worker's p99 within 10 ms: {largest or 'none'}."
     print(summary)
     if args.record:
-        machine = (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        )
-        workers = " ".join(map(str, args.workers))
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as out:
-            out.write(
-                f"\n## Capacity, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"Machine: {machine}. Command: `.venv/bin/python benchmarks/bench_capacity.py "
-                f"--workers {workers} --speed {args.speed:g} --window {args.window:g}`. N SMA "
-                "workers, half on each of two 5-minute streams replayed at "
+        record(
+            "Capacity",
+            (
+                "N SMA workers, half on each of two 5-minute streams replayed at "
                 f"{args.speed:g}x ({args.speed / 300:g} candles/s per stream); latency from the "
                 "broker's publish to the worker's decision, read from the aggregator's "
-                "histogram over the window (bucket bounds 0.5, 1, 2.5, 5, 10, 25 ms ...).\n\n"
-                + "\n".join(lines)
-                + f"\n\n{summary}\n"
-            )
+                "histogram over the window (bucket bounds 0.5, 1, 2.5, 5, 10, 25 ms ...)."
+            ),
+            "\n".join(lines) + f"\n\n{summary}",
+        )
 
 
 if __name__ == "__main__":

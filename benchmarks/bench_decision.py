@@ -12,15 +12,13 @@ the 5,760 real ETH-BTC 5-minute candles. Sockets are left out: they are measured
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+from _results import record
 
 from broker.csv_source import read_candles
 from runtime.config import StrategyConfig
@@ -138,18 +136,16 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if args.record:
-        machine = (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        record(
+            "Decision time per candle",
+            (
+                "A declarative strategy with 6 indicators and 4 analyzers on 5,760 real "
+                "ETH-BTC 5-minute candles, the whole in-worker path (fills, marks, indicators, "
+                "score, orchestrators, events tagged and encoded), no sockets; each candle "
+                "timed with perf_counter_ns."
+            ),
+            "\n".join(lines),
         )
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as out:
-            out.write(
-                f"\n## Decision time per candle, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"Machine: {machine}. Command: `.venv/bin/python benchmarks/bench_decision.py "
-                f"--rounds {args.rounds}`. A declarative strategy with 6 indicators and 4 "
-                "analyzers on 5,760 real ETH-BTC 5-minute candles, the whole in-worker path "
-                "(fills, marks, indicators, score, orchestrators, events tagged and encoded), "
-                "no sockets; each candle timed with perf_counter_ns.\n\n" + "\n".join(lines) + "\n"
-            )
 
 
 if __name__ == "__main__":

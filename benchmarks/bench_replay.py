@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from _results import record
 
 from runtime.control_client import ControlClient
 from runtime.messages import PsReply, PsRequest
@@ -151,19 +151,15 @@ def main() -> None:
         )
     print("\n".join(lines))
     if args.record:
-        machine = (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        record(
+            "Replay throughput",
+            (
+                f"{CANDLES:,} real 1-minute candles at speed 0, each worker an SMA crossover on "
+                "the one stream; timed from all processes ready (ps polled every 20 ms) to the "
+                "Stats event (every 20 ms) in which the last worker counted its last candle."
+            ),
+            "\n".join(lines),
         )
-        workers = " ".join(map(str, args.workers))
-        command = f".venv/bin/python benchmarks/bench_replay.py --workers {workers}"
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as out:
-            out.write(
-                f"\n## Replay throughput, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"Machine: {machine}. Command: `{command}`. {CANDLES:,} real 1-minute candles at "
-                "speed 0, each worker an SMA crossover on the one stream; timed from all "
-                "processes ready (ps polled every 20 ms) to the Stats event (every 20 ms) in "
-                "which the last worker counted its last candle.\n\n" + "\n".join(lines) + "\n"
-            )
 
 
 if __name__ == "__main__":

@@ -13,19 +13,17 @@ USS per worker from ``ps``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import zmq
+from _results import record
 
 from runtime.control_client import ControlClient
 from runtime.messages import (
@@ -158,22 +156,17 @@ def main() -> None:
         )
     print("\n".join(lines))
     if args.record:
-        machine = (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        record(
+            "Supervision",
+            (
+                "Workers start one after another, forked from the pre-imported zygote (the "
+                "default) or as new interpreters; spawn to ready is timed from the manager's "
+                "lifecycle events; a pause or resume is half of a pause + resume round trip "
+                "through the control socket, each answered once the worker confirmed; memory "
+                "is ps's median over the workers."
+            ),
+            "\n".join(lines),
         )
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as out:
-            out.write(
-                f"\n## Supervision, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-                f"Machine: {machine}. Command: `.venv/bin/python benchmarks/bench_supervision.py "
-                f"--workers {args.workers} --cycles {args.cycles}`. Workers start one after "
-                "another, forked from the pre-imported zygote (the default) or as new "
-                "interpreters; spawn to ready is timed "
-                "from the manager's lifecycle events; a pause or resume is half of a "
-                "pause + resume round trip through the control socket, each answered once "
-                "the worker confirmed; memory is ps's median over the workers.\n\n"
-                + "\n".join(lines)
-                + "\n"
-            )
 
 
 if __name__ == "__main__":

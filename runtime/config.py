@@ -10,7 +10,7 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -142,11 +142,28 @@ class AggregatorConfig(_Section, kw_only=True, frozen=True):
 
 
 class ExecutionConfig(_Section, kw_only=True, frozen=True):
-    """Paper execution of one strategy: fee and slippage in basis points, order quantity."""
+    """Paper execution of one strategy (live paper trading and the backtest alike).
+
+    Parameters
+    ----------
+    fee_bps, slippage_bps:
+        Commission on the traded value and price slippage, in basis points (20 = 0.002).
+    quantity:
+        Units per entry when ``sizing = "fixed"``.
+    sizing:
+        ``fixed`` (``quantity`` units) or ``equity``: each entry uses ``equity_fraction`` of
+        the free cash at its fill, in whole units if ``whole_units``.
+    cash:
+        The strategy's starting cash (its equity before any trade).
+    """
 
     fee_bps: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     slippage_bps: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     quantity: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    sizing: Literal["fixed", "equity"] = "fixed"
+    equity_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    whole_units: bool = True
+    cash: Annotated[float, msgspec.Meta(gt=0)] = 10_000.0
 
 
 class _Defaults(_Section, kw_only=True, frozen=True):

@@ -199,13 +199,18 @@ class Signal(_Body, tag="signal", frozen=True):
 
 
 class OrderSubmitted(_Body, tag="order_submitted", frozen=True):
-    """A market order was handed to the execution model."""
+    """A market order was handed to the execution model.
+
+    ``sizing`` says what ``quantity`` counts: ``units``, or (``equity``) the fraction of the
+    free cash the order will use, its units being set at the fill.
+    """
 
     order_id: str
     symbol: str
     side: Side
     quantity: Quantity
     reason: str = ""
+    sizing: Literal["units", "equity"] = "units"
 
 
 class OrderFilled(_Body, tag="order_filled", frozen=True):

@@ -86,16 +86,16 @@ def test_order_numbers_start_at_first_order_number() -> None:
 
 def test_order_fills_at_the_next_open_of_its_own_symbol_only() -> None:
     paper, emitted = _paper()
-    assert paper.on_candle(_candle(100.0, 1)) == []  # nothing pending, nothing filled
+    assert list(paper.on_candle(_candle(100.0, 1))) == []  # nothing pending, nothing filled
     paper.submit("ETH-BTC", "buy", 2.0, "")
     emitted.clear()
 
-    assert paper.on_candle(_candle(50.0, 2, symbol="LTC-BTC")) == []
+    assert list(paper.on_candle(_candle(50.0, 2, symbol="LTC-BTC"))) == []
     assert emitted == []
     assert paper.pending_count == 1
 
     nxt = _candle(110.0, 2)
-    fills = paper.on_candle(nxt)
+    fills = list(paper.on_candle(nxt))
     expected = OrderFilled(
         "strat-1", "ETH-BTC", "buy", 2.0, 110.0, 2.0 * 110.0 * RATE, nxt.open_time
     )
@@ -104,7 +104,7 @@ def test_order_fills_at_the_next_open_of_its_own_symbol_only() -> None:
     assert fills[0].price != nxt.close and fills[0].price != nxt.high
     assert paper.pending_count == 0
     # Filled once: a later candle fills nothing.
-    assert paper.on_candle(_candle(120.0, 3)) == []
+    assert list(paper.on_candle(_candle(120.0, 3))) == []
     assert emitted == [expected]
 
 
@@ -114,7 +114,7 @@ def test_slippage_moves_the_price_against_the_trader_and_the_fee_is_on_it(
 ) -> None:
     paper, _ = _paper(fee_bps=25.0, slippage_bps=20.0)
     paper.submit("ETH-BTC", side, 3.0, "")
-    (fill,) = paper.on_candle(_candle(200.0, 2))
+    (fill,) = list(paper.on_candle(_candle(200.0, 2)))
     price = 200.0 * (1.0 + sign * 20.0 / 10_000.0)
     assert fill.price == pytest.approx(price, rel=1e-15)
     assert (fill.price > 200.0) == (side == "buy")
@@ -125,7 +125,7 @@ def test_slippage_moves_the_price_against_the_trader_and_the_fee_is_on_it(
 def test_zero_fee_and_slippage_fill_at_the_open_exactly() -> None:
     paper, _ = _paper(fee_bps=0.0)
     paper.submit("ETH-BTC", "sell", 1.5, "")
-    (fill,) = paper.on_candle(_candle(0.0987, 2))
+    (fill,) = list(paper.on_candle(_candle(0.0987, 2)))
     assert (fill.price, fill.fee) == (0.0987, 0.0)
 
 
@@ -137,7 +137,7 @@ def test_orders_fill_in_the_order_they_were_sent() -> None:
     paper.submit("ETH-BTC", "buy", 4.0, "")
     emitted.clear()
 
-    eth = paper.on_candle(_candle(10.0, 2))
+    eth = list(paper.on_candle(_candle(10.0, 2)))
     assert [(f.order_id, f.side, f.quantity) for f in eth] == [
         ("strat-1", "buy", 1.0),
         ("strat-3", "sell", 3.0),
@@ -145,7 +145,7 @@ def test_orders_fill_in_the_order_they_were_sent() -> None:
     ]
     assert emitted == eth
     assert paper.pending_count == 1
-    ltc = paper.on_candle(_candle(5.0, 2, symbol="LTC-BTC"))
+    ltc = list(paper.on_candle(_candle(5.0, 2, symbol="LTC-BTC")))
     assert [(f.order_id, f.price) for f in ltc] == [("strat-2", 5.0)]
     assert paper.pending_count == 0
 
@@ -382,14 +382,14 @@ def test_a_new_position_may_open_while_the_old_one_is_closing() -> None:
         "short",
         104.0,
     )
-    # Execution reports both fills of the candle, then the lifecycle applies them in order.
+    # Each fill is applied before the next order fills (a sized entry sees the freed cash).
     kinds = [type(e) for e in book.events if not isinstance(e, OrderSubmitted)]
     assert kinds == [
         OrderFilled,
         PositionOpened,
         OrderFilled,
-        OrderFilled,
         PositionClosed,
+        OrderFilled,
         PositionOpened,
     ]
     assert old.realized_pnl == pytest.approx(4.0)

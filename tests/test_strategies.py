@@ -242,8 +242,8 @@ def test_sma_cross_with_shorts_reverses_on_every_cross(
         if i + 1 == len(candles):
             continue
         kinds = [type(b) for b in run.per_candle[i + 1]]
-        assert kinds[:4] == [OrderFilled, OrderFilled, PositionClosed, PositionOpened]
-        closed, opened = run.per_candle[i + 1][2], run.per_candle[i + 1][3]
+        assert kinds[:4] == [OrderFilled, PositionClosed, OrderFilled, PositionOpened]
+        closed, opened = run.per_candle[i + 1][1], run.per_candle[i + 1][3]
         assert isinstance(closed, PositionClosed) and isinstance(opened, PositionOpened)
         assert closed.side != opened.side
         assert opened.side == ("long" if above[i] else "short")

@@ -117,8 +117,10 @@ class StrategyServiceContainer:
                     self.positions.exit_sent(action.symbol, order_id, action.reason)
                 case OpenPosition():
                     side = "buy" if action.side == "long" else "sell"
+                    execution = self.config.execution
+                    fraction = execution.equity_fraction if execution.sizing == "equity" else 0.0
                     order_id = self.execution.submit(
-                        action.symbol, side, action.quantity, action.reason
+                        action.symbol, side, action.quantity, action.reason, fraction
                     )
                     self.positions.entry_sent(action.symbol, action.side, action.quantity, order_id)
         return len(actions)

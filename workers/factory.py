@@ -36,7 +36,7 @@ def build_container(
     """
     indicators = IndicatorRegistry(config.indicators, config.symbols, config.timeframe)
     analyzers = AnalyzerRegistry(config.analyzers, indicators)
-    positions = PositionLifecycleService(emit)
+    positions = PositionLifecycleService(emit, config.execution.cash)
     actions = ActionQueueService(positions)
     execution = PaperExecution(
         config.id,
@@ -44,6 +44,8 @@ def build_container(
         config.execution.slippage_bps,
         emit,
         first_order_number=first_order_number,
+        account=positions,
+        whole_units=config.execution.whole_units,
     )
     filters = FilterOrchestrator(
         config.filters, indicators, positions, timeframe_ms(config.timeframe)

@@ -1,16 +1,29 @@
 """Paper execution: market orders fill at the next candle's open, with fees and slippage.
 
-It only turns orders into fills; positions are the lifecycle service's business.
+It only turns orders into fills; positions are the lifecycle service's business. Live paper
+trading and the backtest use this same model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, Protocol
 
-from runtime.messages import Candle, EventBody, OrderFilled, OrderSubmitted, Side
+from runtime.messages import Candle, EventBody, OrderFilled, OrderRejected, OrderSubmitted, Side
 
-__all__ = ["PaperExecution"]
+__all__ = ["Account", "PaperExecution"]
+
+
+class Account(Protocol):
+    """What sizing at the fill needs to know about the strategy's money."""
+
+    def free_cash(self) -> float:
+        """Equity not tied up in open positions (their value at the last close)."""
+        ...
+
+    def entry_rejected(self, order_id: str) -> None:
+        """An entry order could not be filled: forget its pending position."""
+        ...
 
 
 class _Order(NamedTuple):  # a NamedTuple: built faster than a frozen dataclass
@@ -18,6 +31,7 @@ class _Order(NamedTuple):  # a NamedTuple: built faster than a frozen dataclass
     symbol: str
     side: Side
     quantity: float
+    fraction: float = 0.0  # > 0: sized at the fill, this fraction of the free cash
 
 
 class PaperExecution:
@@ -25,7 +39,13 @@ class PaperExecution:
 
     An order sent while candle *i* is in hand fills at candle *i+1*'s open of the same symbol
     and timeframe, moved against the trader by ``slippage_bps``; the fee is ``fee_bps`` of the
-    traded value. Orders fill in the order they were sent.
+    traded value. Orders fill in the order they were sent, each one applied (by whoever
+    iterates :meth:`on_candle`) before the next is sized: a reversal's close frees the cash
+    its entry then uses.
+
+    An order sent with a ``fraction`` is sized at its fill: that fraction of the account's
+    free cash, divided by the fill price plus the fee per unit, rounded down to whole units
+    when ``whole_units``. When not even one unit (or nothing) can be bought it is rejected.
     """
 
     def __init__(
@@ -35,6 +55,8 @@ class PaperExecution:
         slippage_bps: float,
         emit: Callable[[EventBody], None],
         first_order_number: int = 1,
+        account: Account | None = None,
+        whole_units: bool = True,
     ) -> None:
         self._strategy_id = strategy_id
         self._fee_rate = fee_bps / 10_000.0
@@ -42,42 +64,88 @@ class PaperExecution:
         self._emit = emit
         self._next_order_number = first_order_number
         self._pending: list[_Order] = []
+        self._account = account
+        self._whole_units = whole_units
 
-    def submit(self, symbol: str, side: Side, quantity: float, reason: str) -> str:
-        """Queue a market order; returns its id ``<strategy_id>-<n>``."""
+    def submit(
+        self, symbol: str, side: Side, quantity: float, reason: str, fraction: float = 0.0
+    ) -> str:
+        """Queue a market order; returns its id ``<strategy_id>-<n>``.
+
+        With ``fraction`` > 0 (an account is needed) ``quantity`` is ignored: the order is
+        sized at its fill.
+        """
         order_id = f"{self._strategy_id}-{self._next_order_number}"
         self._next_order_number += 1
-        self._pending.append(_Order(order_id, symbol, side, quantity))
-        self._emit(OrderSubmitted(order_id, symbol, side, quantity, reason))
+        if fraction > 0.0:
+            if self._account is None:
+                raise ValueError("an order sized by equity needs an account")
+            self._pending.append(_Order(order_id, symbol, side, 0.0, fraction))
+            self._emit(OrderSubmitted(order_id, symbol, side, fraction, reason, "equity"))
+        else:
+            self._pending.append(_Order(order_id, symbol, side, quantity))
+            self._emit(OrderSubmitted(order_id, symbol, side, quantity, reason))
         return order_id
 
     @property
     def pending_count(self) -> int:
         return len(self._pending)
 
-    def on_candle(self, candle: Candle) -> list[OrderFilled]:
-        """Fill the orders pending on the candle's symbol at its open; returns the fills."""
+    def on_candle(self, candle: Candle) -> Iterable[OrderFilled]:
+        """Fill the orders pending on the candle's symbol at its open, one by one.
+
+        Apply each fill before taking the next one from the iterator: an order sized at its
+        fill is sized on what the fills before it left.
+        """
         if not self._pending:
-            return []
-        fills: list[OrderFilled] = []
+            return ()
+        return self._fill(candle)
+
+    def _fill(self, candle: Candle) -> Iterator[OrderFilled]:
+        orders, self._pending = self._pending, []
         waiting: list[_Order] = []
-        for order in self._pending:
+        for order in orders:
             if order.symbol != candle.symbol:
                 waiting.append(order)
                 continue
             sign = 1.0 if order.side == "buy" else -1.0
             price = candle.open * (1.0 + sign * self._slippage_rate)
-            fee = order.quantity * price * self._fee_rate
+            quantity = order.quantity
+            if order.fraction:
+                quantity = self._size(order, price)
+                if quantity <= 0.0:
+                    continue
+            fee = quantity * price * self._fee_rate
             fill = OrderFilled(
                 order.order_id,
                 order.symbol,
                 order.side,
-                order.quantity,
+                quantity,
                 price,
                 fee,
                 candle.open_time,
             )
             self._emit(fill)
-            fills.append(fill)
-        self._pending = waiting
-        return fills
+            yield fill
+        self._pending = waiting + self._pending  # orders sent meanwhile come after
+
+    def _size(self, order: _Order, price: float) -> float:
+        """Units an equity-sized order buys at ``price``; 0 (and rejected) if none."""
+        account = self._account
+        assert account is not None
+        per_unit = price + price * self._fee_rate
+        budget = account.free_cash() * order.fraction
+        quantity = float(budget // per_unit) if self._whole_units else budget / per_unit
+        if quantity <= 0.0:
+            self._emit(
+                OrderRejected(
+                    order.order_id,
+                    order.symbol,
+                    order.side,
+                    0.0,
+                    f"insufficient cash: {budget:.2f} buys no unit at {price:.8g}",
+                )
+            )
+            account.entry_rejected(order.order_id)
+            return 0.0
+        return quantity

@@ -109,8 +109,10 @@ class ManagedPosition:
 class PositionLifecycleService:
     """Positions of one strategy, at most one active (pending or open) per symbol."""
 
-    def __init__(self, emit: Callable[[EventBody], None]) -> None:
+    def __init__(self, emit: Callable[[EventBody], None], cash: float = 0.0) -> None:
         self._emit = emit
+        self.initial_cash = cash
+        self.cash = cash  # less entry fees when opened, plus gross PnL less exit fees when closed
         self._active: dict[str, ManagedPosition] = {}  # pending or open, by symbol
         self._closing: dict[str, ManagedPosition] = {}  # by exit order id
         self._pending: dict[str, ManagedPosition] = {}  # by entry order id
@@ -148,6 +150,26 @@ class PositionLifecycleService:
         held = [*self.open_positions(), *self._closing.values()]
         return sum(p.unrealized_pnl for p in held)
 
+    def equity(self) -> float:
+        """Cash plus the open positions marked at their last price."""
+        equity = self.cash
+        for p in self._active.values():
+            if p.state is _OPEN:
+                equity += (p.last_price - p.entry_price) * p.quantity * p.direction
+        for p in self._closing.values():
+            equity += (p.last_price - p.entry_price) * p.quantity * p.direction
+        return equity
+
+    def free_cash(self) -> float:
+        """Equity less the value of the open positions at their last price (never below 0)."""
+        free = self.equity()
+        for p in self._active.values():
+            if p.state is _OPEN:
+                free -= p.quantity * p.last_price
+        for p in self._closing.values():
+            free -= p.quantity * p.last_price
+        return max(0.0, free)
+
     # -- transitions ---------------------------------------------------------------
 
     def entry_sent(self, symbol: str, side: PositionSide, quantity: float, order_id: str) -> None:
@@ -170,10 +192,18 @@ class PositionLifecycleService:
         self._closing[order_id] = position
         return position
 
+    def entry_rejected(self, order_id: str) -> None:
+        """The entry order ``order_id`` was rejected: its pending position never opens."""
+        position = self._pending.pop(order_id, None)
+        if position is not None and self._active.get(position.symbol) is position:
+            del self._active[position.symbol]
+
     def on_fill(self, fill: OrderFilled) -> ManagedPosition | None:
         """Apply a fill of one of our orders; returns the position it moved."""
         if (position := self._pending.pop(fill.order_id, None)) is not None:
             position.move(_OPEN)
+            position.quantity = fill.quantity  # set at the fill when sized by equity
+            self.cash -= fill.fee
             position.entry_price = position.last_price = fill.price
             position.best_price = position.worst_price = fill.price
             position.entry_fee = fill.fee
@@ -222,6 +252,7 @@ class PositionLifecycleService:
     def restore(self, positions: list[OpenPosition], realized_pnl: float) -> None:
         """Take back the open positions the journal holds (after a restart)."""
         self.realized_pnl = realized_pnl
+        self.cash = self.initial_cash + realized_pnl - sum(p.entry_fee for p in positions)
         for p in positions:
             self._active[p.symbol] = ManagedPosition(
                 p.symbol,
@@ -244,6 +275,7 @@ class PositionLifecycleService:
         position.last_price = fill.price
         gross = (fill.price - position.entry_price) * position.quantity * position.direction
         position.realized_pnl = gross - position.entry_fee - fill.fee
+        self.cash += gross - fill.fee
         self.realized_pnl += position.realized_pnl
         self.closed.append(position)
         self._emit(

@@ -99,6 +99,14 @@ class Strategy:
         self.ctx = ctx
         self.params = params
 
+    def warmup(self) -> int:
+        """Decision candles seen before the first one the strategy can decide on.
+
+        The backtest's Buy & Hold return starts at that candle; a strategy whose longest
+        indicator has period N returns N - 1.
+        """
+        return 0
+
     def on_start(self) -> None:
         """Called once, before the first candle."""
 

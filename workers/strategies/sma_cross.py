@@ -46,6 +46,9 @@ class SmaCross(Strategy):
         self._slow: dict[str, SMA] = {}
         self._above: dict[str, bool] = {}
 
+    def warmup(self) -> int:
+        return self.p.slow - 1
+
     def on_candle(self, candle: Candle) -> None:
         key = candle.symbol
         fast = self._fast.setdefault(key, SMA(self.p.fast)).update(candle.close)

@@ -1,0 +1,229 @@
+"""One strategy over history: the worker's own StrategyRunner, fed candle by candle.
+
+Nothing here decides or fills: the runner, the service container, the orchestrators and
+the paper execution model are the ones a live worker uses. The engine only orders the
+candles of the strategy's streams in time (a candle counts when it closes; on a tie the
+shorter timeframe first, then the config's symbol order, as the broker publishes them),
+stamps each event with the closing time of the candle being processed (so a run is
+deterministic), and follows the equity after every decision candle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from broker.resample import timeframe_ms
+from runtime.backtest.data import Candles
+from runtime.config import StrategyConfig
+from runtime.messages import Candle, Event, EventBody
+from workers.outbox import Outbox
+from workers.runner import StrategyRunner
+
+__all__ = ["EngineResult", "run_strategy"]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+_PROGRESS_EVERY = 4096
+
+
+class EngineResult(msgspec.Struct, frozen=True):
+    """What one strategy's run leaves: its events, equity curve and market prices.
+
+    Parameters
+    ----------
+    strategy_id:
+        The strategy.
+    events:
+        Every event it emitted, in order.
+    time:
+        Open times (ms) of the decision candles, int64 bytes; one equity value each.
+    equity:
+        Equity after each decision candle (cash plus open positions at the close), float64.
+    open, high, low, close:
+        The first symbol's decision candles, float64 bytes, aligned with ``time``.
+    candles:
+        Candles fed to the strategy (every stream).
+    warmup:
+        Decision candles before the first the strategy can decide on.
+    state:
+        The strategy's state at the end (``stopped``, or ``errored``).
+    cash:
+        Starting cash.
+    """
+
+    strategy_id: str
+    events: list[Event]
+    time: bytes
+    equity: bytes
+    open: bytes
+    high: bytes
+    low: bytes
+    close: bytes
+    candles: int
+    warmup: int
+    state: str
+    cash: float
+
+
+class _ClockOutbox(Outbox):
+    """An outbox whose clock is the candle being processed; it keeps every event."""
+
+    def __init__(self, strategy_id: str) -> None:
+        super().__init__(strategy_id, 0, lambda event: None)
+        self.now_ns = 0
+        self.kept: list[Event] = []
+
+    def emit(self, body: EventBody) -> Event:
+        self.last_seq = seq = self.last_seq + 1
+        event = Event(self.strategy_id, seq, self.now_ns, body)
+        self.kept.append(event)
+        return event
+
+
+def _order(streams: list[Candles]) -> tuple[list[int], list[int]]:
+    """(stream index, row) of every candle, in the order they close."""
+    closes = [s.time + timeframe_ms(s.timeframe) for s in streams]
+    close = np.concatenate(closes)
+    length = np.concatenate(
+        [np.full(len(s), timeframe_ms(s.timeframe), dtype=np.int64) for s in streams]
+    )
+    which = np.concatenate([np.full(len(s), i, dtype=np.int64) for i, s in enumerate(streams)])
+    row = np.concatenate([np.arange(len(s), dtype=np.int64) for s in streams])
+    order = np.lexsort((which, length, close))
+    return which[order].tolist(), row[order].tolist()
+
+
+def run_strategy(
+    config: StrategyConfig,
+    streams: list[Candles],
+    progress: Callable[[int], None] | None = None,
+) -> EngineResult:
+    """Run ``config`` over ``streams`` (each ``SYMBOL|TIMEFRAME`` the strategy uses)."""
+    outbox = _ClockOutbox(config.id)
+    runner = StrategyRunner(config, outbox)
+    decision_tf = config.timeframe
+    decision = [s for s in streams if s.timeframe == decision_tf]
+    main = decision[0]
+    times = np.unique(np.concatenate([s.time for s in decision]))
+    equity = np.empty(len(times), dtype=np.float64)
+    runner.start()
+    if len(streams) == 1:
+        fed = _feed_one(main, runner, outbox, equity, progress)
+    else:
+        fed = _feed_many(streams, decision_tf, times, runner, outbox, equity, progress)
+    outbox.now_ns = (int(times[-1]) + timeframe_ms(decision_tf)) * 1_000_000 if len(times) else 0
+    runner.stop()
+    if len(main) != len(times):  # several symbols: the first one's prices on the union times
+        at = np.searchsorted(main.time, times, "right") - 1
+        at = np.maximum(at, 0)
+        prices = [main.open[at], main.high[at], main.low[at], main.close[at]]
+    else:
+        prices = [main.open, main.high, main.low, main.close]
+    o, h, low, c = (p.astype(np.float64).tobytes() for p in prices)
+    return EngineResult(
+        config.id,
+        outbox.kept,
+        times.astype(np.int64).tobytes(),
+        equity.tobytes(),
+        o,
+        h,
+        low,
+        c,
+        candles=fed,
+        warmup=runner.strategy.warmup(),
+        state=runner.state,
+        cash=config.execution.cash,
+    )
+
+
+def _feed_one(
+    s: Candles,
+    runner: StrategyRunner,
+    outbox: _ClockOutbox,
+    equity: F64,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """The common case, kept lean: one stream, every candle a decision candle."""
+    symbol, tf = s.symbol, s.timeframe
+    tf_ns = timeframe_ms(tf) * 1_000_000
+    on_candle = runner.on_candle
+    value = runner.container.positions.equity
+    marks: list[float] = []
+    mark = marks.append
+    rows = zip(
+        s.time.tolist(),
+        s.open.tolist(),
+        s.high.tolist(),
+        s.low.tolist(),
+        s.close.tolist(),
+        s.volume.tolist(),
+        strict=True,
+    )
+    seq = 0
+    for t, o, h, low, c, v in rows:
+        seq += 1
+        outbox.now_ns = t * 1_000_000 + tf_ns
+        on_candle(Candle(symbol, tf, t, o, h, low, c, v, seq))
+        mark(value())
+        if progress is not None and not seq % _PROGRESS_EVERY:
+            progress(seq)
+    equity[:] = marks
+    if progress is not None:
+        progress(seq)
+    return seq
+
+
+def _feed_many(
+    streams: list[Candles],
+    decision_tf: str,
+    times: I64,
+    runner: StrategyRunner,
+    outbox: _ClockOutbox,
+    equity: F64,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Several streams merged in closing order; equity sampled per decision time."""
+    which, rows = _order(streams)
+    columns = [
+        (
+            s.symbol,
+            s.timeframe,
+            timeframe_ms(s.timeframe) * 1_000_000,
+            s.timeframe == decision_tf,
+            s.time.tolist(),
+            s.open.tolist(),
+            s.high.tolist(),
+            s.low.tolist(),
+            s.close.tolist(),
+            s.volume.tolist(),
+        )
+        for s in streams
+    ]
+    seqs = [0] * len(streams)
+    on_candle = runner.on_candle
+    value = runner.container.positions.equity
+    slot = -1
+    last_time = None
+    n = 0
+    for i, r in zip(which, rows, strict=True):
+        symbol, tf, tf_ns, is_decision, t, o, h, low, c, v = columns[i]
+        seqs[i] += 1
+        time = t[r]
+        outbox.now_ns = time * 1_000_000 + tf_ns
+        on_candle(Candle(symbol, tf, time, o[r], h[r], low[r], c[r], v[r], seqs[i]))
+        if is_decision:
+            if time != last_time:
+                slot += 1
+                last_time = time
+            equity[slot] = value()
+        n += 1
+        if progress is not None and not n % _PROGRESS_EVERY:
+            progress(n)
+    if progress is not None:
+        progress(n)
+    return n

@@ -15,6 +15,7 @@ import msgspec
 import psutil
 
 from runtime import events_query as eq
+from runtime.backtest.command import backtest
 from runtime.config import ConfigError, load_config
 from runtime.control_client import ControlClient, ControlError
 from runtime.manager import AlreadyRunning, Manager, StartupFailed
@@ -526,3 +527,6 @@ def _print_events(records: Iterable[eq.JournalEvent], fmt: str, strategies: list
             count += 1
     out.flush()
     return count
+
+
+main.add_command(backtest)

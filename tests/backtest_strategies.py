@@ -1,0 +1,75 @@
+"""Strategies the backtest tests import by dotted path (forked backtest processes load them)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from runtime.messages import Candle, Direction
+from workers.indicators.moving import EmaCore
+from workers.strategy import Strategy, StrategyContext
+
+
+class EmaCrossParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    fast: int = 12
+    slow: int = 26
+    threshold: float = 0.5
+    stop_loss_pct: float = 1.5
+    take_profit_pct: float = 3.0
+
+
+class EmaCrossByHand(Strategy):
+    """What ``rules_ema.toml``'s declarative strategy says, written out in Python.
+
+    One cross analyzer (EMA fast vs slow, +1/-1), entry thresholds +/-``threshold``, exits
+    on stop loss, take profit and the opposite signal: the same decisions, signals, reasons
+    and orders as the rules, without the orchestrators.
+    """
+
+    Params = EmaCrossParams
+
+    def __init__(self, ctx: StrategyContext, params: msgspec.Struct) -> None:
+        super().__init__(ctx, params)
+        assert isinstance(params, EmaCrossParams)
+        self.p = params
+        self.fast = EmaCore(params.fast)
+        self.slow = EmaCore(params.slow)
+        self.last: Direction = "flat"
+
+    def on_candle(self, candle: Candle) -> None:
+        fast, slow = self.fast.update(candle.close), self.slow.update(candle.close)
+        score: float | None = None
+        if fast is not None and slow is not None and slow != 0.0:
+            score = 1.0 if fast > slow else -1.0 if fast < slow else 0.0
+        direction: Direction = "flat"
+        if score is not None and score >= self.p.threshold:
+            direction = "long"
+        elif score is not None and score <= -self.p.threshold:
+            direction = "short"
+        symbol = candle.symbol
+        held = self.ctx.position(symbol)
+        if held is not None:
+            rule = None
+            stop, take = self.p.stop_loss_pct, self.p.take_profit_pct
+            if held.side == "long":
+                if candle.low <= held.entry_price * (1 - stop / 100):
+                    rule = "stop_loss"
+                elif candle.high >= held.entry_price * (1 + take / 100):
+                    rule = "take_profit"
+            elif candle.high >= held.entry_price * (1 + stop / 100):
+                rule = "stop_loss"
+            elif candle.low <= held.entry_price * (1 - take / 100):
+                rule = "take_profit"
+            if rule is None and direction != "flat" and direction != held.side:
+                rule = "opposite_signal"
+            if rule is not None:
+                self.ctx.close_position(symbol, rule)
+        if direction != self.last:
+            self.last = direction
+            if score is None:
+                self.ctx.signal(candle, direction, 0.0, "no score")
+            else:
+                self.ctx.signal(candle, direction, abs(score), f"score {score:+.3f}")
+        if direction == "flat" or self.ctx.positions.active(symbol) is not None:
+            return
+        assert score is not None
+        self.ctx.open_position(symbol, direction, f"{direction} on score {score:+.3f}")

@@ -242,6 +242,8 @@ def _times(path: Path, texts: list[str], lines: I64) -> I64:
             utc.append(text[:-1])
         elif text.endswith("+00:00"):
             utc.append(text[:-6])
+        elif len(text) == 10 and text[4] == "-" and text[7] == "-":
+            utc.append(text)  # a date alone: the day's candle, opening 00:00 UTC
         else:
             try:
                 stamp = datetime.fromisoformat(text)

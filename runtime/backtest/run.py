@@ -117,8 +117,9 @@ def _child(index: int, strategy_json: bytes) -> bytes:
     return msgspec.msgpack.encode(result)
 
 
-def load_streams(config: Config, options: Options) -> dict[str, Candles]:
-    """Every stream the strategies use, read from the feeds (or ``--data``) and resampled."""
+def load_streams(config: Config, options: Options) -> tuple[dict[str, Candles], list[Candles]]:
+    """Every stream the strategies use, read from the feeds (or ``--data``) and resampled;
+    then every stream read or built, files first (for the data report)."""
     feeds = {f.symbol: (f.path, f.timeframe) for f in config.broker.feeds}
     for symbol, path in options.data.items():
         if symbol not in feeds:
@@ -149,7 +150,8 @@ def load_streams(config: Config, options: Options) -> dict[str, Candles]:
                 streams[stream] = resample(base[symbol], timeframe)
             else:
                 raise DataError(f"{path}: cannot build {timeframe} candles from {feed_tf}")
-    return streams
+    built = [s for s in streams.values() if all(s is not b for b in base.values())]
+    return streams, [*base.values(), *built]
 
 
 def run_backtest(
@@ -159,7 +161,7 @@ def run_backtest(
 ) -> Outcome:
     """Run every strategy of ``config``; ``progress(done, total)`` is called now and then."""
     global _PROGRESS
-    streams = load_streams(config, options)
+    streams, every = load_streams(config, options)
     _STREAMS.clear()
     _STREAMS.update(streams)
     strategies = config.strategies
@@ -204,7 +206,7 @@ def run_backtest(
         stats,
         time,
         equity,
-        list(streams.values()),
+        every,
         sum(r.candles for r in results),
     )
 

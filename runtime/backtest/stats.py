@@ -279,7 +279,7 @@ def compute(
     avg_win = float(wins.mean()) if len(wins) else _NAN
     avg_loss = float(-losses.mean()) if len(losses) else _NAN
     s["Kelly Criterion"] = win_rate - _div(1 - win_rate, _div(avg_win, avg_loss))
-    return s
+    return {k: v if isinstance(v, str | int) else float(v) for k, v in s.items()}
 
 
 def format_value(key: str, value: float | int | str) -> str:

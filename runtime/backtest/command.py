@@ -92,7 +92,7 @@ def _as_json(outcome: Outcome, journal: Path | None, report: Path | None) -> byt
                     "timeframe": s.timeframe,
                     "file": s.source,
                     "candles": len(s),
-                    "holes": len(s.gaps),
+                    "holes": s.holes,
                     "missing": s.missing,
                 }
                 for s in outcome.streams
@@ -195,9 +195,9 @@ def backtest(
     else:
         _print_table(outcome)
         for s in outcome.streams:
-            if s.gaps:
+            if s.holes:
                 click.echo(
-                    f"data: {s.symbol} {s.timeframe}: {len(s.gaps)} holes in the source, "
+                    f"data: {s.symbol} {s.timeframe}: {s.holes} holes in the source, "
                     f"{s.missing} candles missing (not filled)"
                 )
         if options.journal is not None:

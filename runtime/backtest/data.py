@@ -5,7 +5,7 @@ decode are its rows looked at one by one, to name the first bad one. Every probl
 :class:`DataError` line ``file:line: problem`` (the CLI exits 2 on it).
 
 Holes in the source (a quiet market printed no candle) are kept as holes: they are counted
-and reported in :attr:`Candles.gaps`, never filled.
+and reported (:attr:`Candles.holes`, :attr:`Candles.missing`), never filled.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ __all__ = [
     "COLUMNS",
     "Candles",
     "DataError",
-    "Gap",
     "load",
     "parse_time",
     "resample",
@@ -42,14 +41,6 @@ class DataError(Exception):
 
 
 @dataclass(frozen=True)
-class Gap:
-    """Candles missing from the source between two that are there."""
-
-    after: int  # open time (ms) of the candle before the hole
-    missing: int  # candles that would fit in the hole
-
-
-@dataclass(frozen=True)
 class Candles:
     """One stream's candles, oldest first, open times strictly increasing (ms, UTC)."""
 
@@ -62,15 +53,21 @@ class Candles:
     low: F64
     close: F64
     volume: F64
-    gaps: list[Gap] = field(default_factory=list)
+    gap_after: I64 = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    gap_missing: I64 = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.time)
 
     @property
+    def holes(self) -> int:
+        """Holes in the source: places where candles that would fit are missing."""
+        return len(self.gap_after)
+
+    @property
     def missing(self) -> int:
         """Candles missing in all the holes together."""
-        return sum(g.missing for g in self.gaps)
+        return int(self.gap_missing.sum())
 
 
 def parse_time(text: str) -> int:
@@ -142,7 +139,7 @@ def resample(candles: Candles, target: str) -> Candles:
         low,
         c,
         v,
-        _gaps(time, timeframe_ms(target)),
+        *_gaps(time, timeframe_ms(target)),
     )
 
 
@@ -177,9 +174,15 @@ def _read_csv(path: Path, columns: dict[str, str]) -> tuple[list[list[str]], I64
         raise DataError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {' '.join(str(exc).split())}") from None
-    lines = text.split("\n")
-    header = lines[0].rstrip("\r").split(",") if lines else []
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    head, _, rest = text.partition("\n")
+    header = head.split(",")
     index = _mapping(path, header, columns)
+    fast = _split_fast(rest.rstrip("\n"), len(header), index)
+    if fast is not None:
+        return fast
+    lines = text.split("\n")
     body = lines[1:]
     numbers = [i + 2 for i, line in enumerate(body) if line.strip()]
     if len(numbers) != len(body):
@@ -193,6 +196,23 @@ def _read_csv(path: Path, columns: dict[str, str]) -> tuple[list[list[str]], I64
     for i in index:
         raw.append([r[i] for r in records] if i >= 0 else ["0"] * len(records))
     return raw, np.array(numbers, dtype=np.int64)
+
+
+def _split_fast(body: str, width: int, index: list[int]) -> tuple[list[list[str]], I64] | None:
+    """Columns of a well-formed body, split in one pass; None when some line is blank or
+    has the wrong number of fields (the line-by-line path then names it)."""
+    if not body:
+        return None
+    data = np.frombuffer(body.encode(), dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)  # "\n"
+    commas = np.flatnonzero(data == 44)  # ","
+    per_line = np.diff(np.r_[0, np.searchsorted(commas, ends), len(commas)])
+    if (per_line != width - 1).any() or (np.diff(np.r_[-1, ends, len(data)]) <= 1).any():
+        return None
+    flat = body.replace("\n", ",").split(",")
+    rows = len(ends) + 1
+    raw = [flat[i::width] if i >= 0 else ["0"] * rows for i in index]
+    return raw, np.arange(2, rows + 2, dtype=np.int64)
 
 
 def _read_parquet(path: Path, columns: dict[str, str]) -> tuple[list[list[str]], I64]:
@@ -235,6 +255,14 @@ def _times(path: Path, texts: list[str], lines: I64) -> I64:
         return _epoch_ms(np.array(texts, dtype=np.float64))
     except ValueError:
         pass
+    size = len(texts[0]) if texts else 0
+    if size > 1 and all(len(t) == size and t[-1] == "Z" for t in texts):
+        # The usual file: one ISO format, "Z" last. Cast to a string type one character
+        # shorter (which drops the "Z"), then let numpy decode them all at once.
+        try:
+            return np.array(texts, dtype=f"U{size - 1}").astype("datetime64[ms]").astype(np.int64)
+        except ValueError:
+            pass  # the line-by-line path names the bad one
     utc = []  # naive ISO text in UTC, which numpy decodes in one call
     for text, line in zip(texts, lines.tolist(), strict=True):
         text = text.strip()
@@ -266,8 +294,8 @@ def _times(path: Path, texts: list[str], lines: I64) -> I64:
 
 
 def _floats(path: Path, name: str, texts: list[str], lines: I64) -> F64:
-    try:
-        values = np.array(texts, dtype=np.float64)
+    try:  # float() per text: about twice as fast as numpy's own conversion of strings
+        values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
     except ValueError:
         for text, line in zip(texts, lines.tolist(), strict=True):
             try:
@@ -303,13 +331,14 @@ def _check(path: Path, symbol: str, timeframe: str, raw: list[list[str]], lines:
             f"{path}:{lines[i]}: time {_iso(int(time[i]))} {what} (rows must be sorted)"
         )
     tf = timeframe_ms(timeframe)
-    return Candles(symbol, timeframe, str(path), time, o, h, low, c, v, _gaps(time, tf))
+    return Candles(symbol, timeframe, str(path), time, o, h, low, c, v, *_gaps(time, tf))
 
 
-def _gaps(time: I64, tf: int) -> list[Gap]:
+def _gaps(time: I64, tf: int) -> tuple[I64, I64]:
+    """Open time of the candle before each hole, and how many candles the hole misses."""
     step = np.diff(time)
-    where = np.nonzero(step > tf)[0]
-    return [Gap(int(time[i]), int(step[i] // tf) - 1) for i in where.tolist()]
+    where = np.flatnonzero(step > tf)
+    return time[where], step[where] // tf - 1
 
 
 def _slice(c: Candles, lo: int, hi: int) -> Candles:
@@ -324,7 +353,7 @@ def _slice(c: Candles, lo: int, hi: int) -> Candles:
         c.low[lo:hi],
         c.close[lo:hi],
         c.volume[lo:hi],
-        _gaps(time, timeframe_ms(c.timeframe)),
+        *_gaps(time, timeframe_ms(c.timeframe)),
     )
 
 

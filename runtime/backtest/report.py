@@ -127,7 +127,7 @@ def render(outcome: Outcome, title: str) -> str:
             "</svg></section>"
         )
     gaps = [
-        f"<li>{html.escape(s.symbol)} {s.timeframe}: {len(s)} candles, {len(s.gaps)} holes in "
+        f"<li>{html.escape(s.symbol)} {s.timeframe}: {len(s)} candles, {s.holes} holes in "
         f"the source ({s.missing} candles missing, not filled)</li>"
         for s in outcome.streams
     ]

@@ -153,11 +153,14 @@ class PositionLifecycleService:
     def equity(self) -> float:
         """Cash plus the open positions marked at their last price."""
         equity = self.cash
-        for p in self._active.values():
-            if p.state is _OPEN:
+        if self._active:
+            for p in self._active.values():
+                if p.state is _OPEN:
+                    gross = (p.last_price - p.entry_price) * p.quantity
+                    equity += gross if p.side == "long" else -gross
+        if self._closing:
+            for p in self._closing.values():
                 equity += (p.last_price - p.entry_price) * p.quantity * p.direction
-        for p in self._closing.values():
-            equity += (p.last_price - p.entry_price) * p.quantity * p.direction
         return equity
 
     def free_cash(self) -> float:

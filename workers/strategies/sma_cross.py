@@ -51,8 +51,12 @@ class SmaCross(Strategy):
 
     def on_candle(self, candle: Candle) -> None:
         key = candle.symbol
-        fast = self._fast.setdefault(key, SMA(self.p.fast)).update(candle.close)
-        slow = self._slow.setdefault(key, SMA(self.p.slow)).update(candle.close)
+        fast_sma = self._fast.get(key)
+        if fast_sma is None:  # not setdefault(key, SMA(...)): that builds an SMA per candle
+            fast_sma = self._fast[key] = SMA(self.p.fast)
+            self._slow[key] = SMA(self.p.slow)
+        fast = fast_sma.update(candle.close)
+        slow = self._slow[key].update(candle.close)
         if fast is None or slow is None:
             return
         above = fast > slow

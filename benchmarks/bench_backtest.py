@@ -1,0 +1,221 @@
+"""Backtest speed against backtesting.py: the same SMA crossover on the same million candles.
+
+The bundled GOOG daily candles (2,148 rows) are repeated, each copy shifted in time after the
+one before, to ``--candles`` candles and written to one CSV file. Both backtesters run the
+SMA(10)/SMA(20) crossover with reversals (close, then buy or sell), commission 0.002, one
+share per trade (a fixed size: all-in sizing compounds past float range over a million
+candles), in this one process, one after the other:
+
+- backtesting.py: ``Backtest(frame, SmaCross, cash=10_000, commission=.002,
+  exclusive_orders=True).run()`` on a DataFrame built beforehand (not timed);
+- stratrun: the engine alone (the worker's StrategyRunner over candles already in memory),
+  and the whole ``run_backtest`` (CSV read and checked, run, statistics).
+
+Both must close the same number of trades. Then a profile of stratrun's engine on a slice
+says where its time goes.
+
+    .venv/bin/python benchmarks/bench_backtest.py [--candles N] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from _results import record
+from backtesting import Backtest, Strategy
+from backtesting.lib import crossover
+from backtesting.test import SMA
+
+from runtime.backtest.data import Candles, load
+from runtime.backtest.engine import run_strategy
+from runtime.backtest.run import Options, run_backtest
+from runtime.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+GOOG = REPO / "examples" / "data" / "GOOG-1d.csv"
+DAY_MS = 86_400_000
+
+CONFIG = """
+[broker]
+speed = 0
+[[broker.feeds]]
+symbol = "GOOG"
+timeframe = "1d"
+path = "{path}"
+
+[[strategies]]
+id = "sma"
+class = "workers.strategies.sma_cross:SmaCross"
+symbols = ["GOOG"]
+timeframe = "1d"
+params = {{ fast = 10, slow = 20, allow_short = true }}
+execution = {{ fee_bps = 20, sizing = "fixed", quantity = 1, cash = 10000 }}
+"""
+
+
+class SmaCross(Strategy):  # type: ignore[misc]
+    n1 = 10
+    n2 = 20
+
+    def init(self) -> None:
+        self.sma1 = self.I(SMA, self.data.Close, self.n1)
+        self.sma2 = self.I(SMA, self.data.Close, self.n2)
+
+    def next(self) -> None:
+        if crossover(self.sma1, self.sma2):
+            self.position.close()
+            self.buy(size=1)
+        elif crossover(self.sma2, self.sma1):
+            self.position.close()
+            self.sell(size=1)
+
+
+def replicate(n: int) -> Candles:
+    c = load(GOOG, "GOOG", "1d")
+    copies = -(-n // len(c))
+    span = int(c.time[-1] - c.time[0]) + DAY_MS
+    time_ = np.concatenate([c.time + k * span for k in range(copies)])[:n]
+
+    def tile(a: Any) -> Any:
+        return np.tile(a, copies)[:n]
+
+    return Candles(
+        "GOOG",
+        "1d",
+        "replicated",
+        time_,
+        tile(c.open),
+        tile(c.high),
+        tile(c.low),
+        tile(c.close),
+        tile(c.volume),
+    )
+
+
+def write_csv(c: Candles, path: Path) -> None:
+    stamps = np.datetime_as_string(c.time.astype("datetime64[ms]"), unit="s")
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("timestamp,open,high,low,close,volume\n")
+        for row in zip(
+            stamps.tolist(),
+            c.open.tolist(),
+            c.high.tolist(),
+            c.low.tolist(),
+            c.close.tolist(),
+            c.volume.tolist(),
+            strict=True,
+        ):
+            out.write("{}Z,{!r},{!r},{!r},{!r},{!r}\n".format(*row))
+
+
+def run_reference(c: Candles) -> tuple[float, int]:
+    frame = pd.DataFrame(
+        {"Open": c.open, "High": c.high, "Low": c.low, "Close": c.close, "Volume": c.volume},
+        index=pd.to_datetime(c.time, unit="ms"),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(frame, SmaCross, cash=10_000, commission=0.002, exclusive_orders=True)
+        began = time.perf_counter()
+        stats = bt.run()
+        return time.perf_counter() - began, int(stats["# Trades"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--candles", type=int, default=1_000_000)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    n = args.candles
+
+    candles = replicate(n)
+    with tempfile.TemporaryDirectory() as folder:
+        csv = Path(folder) / "GOOG-1d.csv"
+        write_csv(candles, csv)
+        config_path = Path(folder) / "bench.toml"
+        config_path.write_text(CONFIG.format(path=csv), encoding="utf-8")
+        config = load_config(config_path)
+
+        began = time.perf_counter()
+        loaded = load(csv, "GOOG", "1d")
+        load_s = time.perf_counter() - began
+        assert len(loaded) == n
+
+        began = time.perf_counter()
+        result = run_strategy(config.strategies[0], [loaded])
+        engine_s = time.perf_counter() - began
+
+        began = time.perf_counter()
+        outcome = run_backtest(config, Options())
+        whole_s = time.perf_counter() - began
+        ours_trades = int(outcome.strategies[0].stats["# Trades"])
+
+    ref_s, ref_trades = run_reference(candles)
+    assert result.candles == n
+    assert ours_trades == ref_trades, (ours_trades, ref_trades)
+
+    profiler = cProfile.Profile()
+    part = min(n, 200_000)
+    sliced = Candles(
+        "GOOG",
+        "1d",
+        "slice",
+        *(getattr(loaded, f)[:part] for f in ("time", "open", "high", "low", "close", "volume")),
+    )
+    profiler.enable()
+    run_strategy(config.strategies[0], [sliced])
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(10)
+    rows = [
+        line.strip()
+        for line in text.getvalue().splitlines()
+        if line.strip() and line.strip()[0].isdigit() and "/" in line
+    ]
+
+    ref_cps, engine_cps, whole_cps = n / ref_s, n / engine_s, n / whole_s
+    table = (
+        "| backtester | seconds | candles/s | vs backtesting.py |\n|---|---|---|---|\n"
+        f"| backtesting.py `Backtest.run()` | {ref_s:.2f} | {ref_cps:,.0f} | 1.00x |\n"
+        f"| stratrun engine (candles in memory) | {engine_s:.2f} | {engine_cps:,.0f} | "
+        f"{engine_cps / ref_cps:.2f}x |\n"
+        f"| stratrun `run_backtest` (CSV read + checked, run, stats) | {whole_s:.2f} | "
+        f"{whole_cps:,.0f} | {whole_cps / ref_cps:.2f}x |\n"
+        f"| (stratrun CSV read and check alone) | {load_s:.2f} | {n / load_s:,.0f} | |\n"
+    )
+    verdict = (
+        "Target (5x) met."
+        if engine_cps >= 5 * ref_cps
+        else f"Target (5x) missed: the engine is {engine_cps / ref_cps:.2f}x, "
+        f"{5 * ref_cps / engine_cps:.2f}x short of it."
+    )
+    profile = "\n".join(f"    {row}" for row in rows)
+    body = (
+        f"{table}\nBoth closed {ref_trades:,} trades. {verdict}\n\n"
+        f"Where stratrun's engine spends its time (cProfile, {part:,} candles, tottime "
+        "first; profiling slows every call, so read the shares, not the seconds):\n\n"
+        f"    ncalls tottime percall cumtime percall function\n{profile}\n"
+    )
+    print(body)
+    if args.record:
+        record(
+            "Backtest speed against backtesting.py",
+            f"SMA(10)/SMA(20) crossover with reversals, commission 0.002, one share per trade, "
+            f"on GOOG daily candles repeated to {n:,} candles; both in one process, one after "
+            "the other.",
+            body,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -239,6 +239,8 @@ def test_from_to_and_a_column_mapping(tmp_path: Path) -> None:
     assert stats["Start"] == "2008-01-02T00:00:00Z" and stats["End"] == "2009-12-31T00:00:00Z"
     plain["data"][0]["file"] = via_mapping["data"][0]["file"] = ""
     assert plain == via_mapping
+    by_name = _json(_stratrun(config, *args, "--data", mapped, "--columns", columns, cwd=tmp_path))
+    assert by_name["data"][0]["file"] == str(mapped)
 
 
 def test_parquet_is_read_when_pyarrow_is_installed_and_named_when_not(tmp_path: Path) -> None:

@@ -60,6 +60,25 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return pairs
 
 
+def _data_files(values: tuple[str, ...], symbols: list[str]) -> dict[str, str]:
+    """``SYMBOL=FILE``, or ``FILE`` alone when its name starts with one feed's symbol."""
+    files: dict[str, str] = {}
+    for value in values:
+        symbol, sep, path = value.partition("=")
+        if not sep:
+            path = value
+            name = Path(value).name
+            fits = [s for s in symbols if name.startswith(s)]
+            if not fits:
+                raise click.BadParameter(
+                    f"{value}: name it SYMBOL=FILE (no feed symbol starts the file name)",
+                    param_hint="--data",
+                )
+            symbol = max(fits, key=len)
+        files[symbol] = path
+    return files
+
+
 def _when(text: str | None, what: str) -> int | None:
     if text is None:
         return None
@@ -128,8 +147,9 @@ def _print_table(outcome: Outcome) -> None:
     "--data",
     "data",
     multiple=True,
-    metavar="SYMBOL=FILE",
-    help="Candles of SYMBOL from FILE instead of the config's feed (CSV or Parquet).",
+    metavar="[SYMBOL=]FILE",
+    help="Candles of SYMBOL from FILE instead of the config's feed (CSV or Parquet); "
+    "without SYMBOL=, the feed whose symbol starts the file name.",
 )
 @click.option(
     "--columns",
@@ -168,7 +188,7 @@ def backtest(
         click.echo(f"stratrun: config error: {exc}", err=True)
         sys.exit(2)
     options = Options(
-        data=_pairs(data, "--data"),
+        data=_data_files(data, [f.symbol for f in cfg.broker.feeds]),
         columns=_pairs(columns, "--columns"),
         start=_when(start, "--from"),
         end=_when(end, "--to"),

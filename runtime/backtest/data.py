@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
-_PRICES = ("open", "high", "low", "close")
+_LAST_MS = (2**63 - 1) // 1_000_000 - 366 * 86_400_000  # room for a candle's length
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -323,6 +323,12 @@ def _check(path: Path, symbol: str, timeframe: str, raw: list[list[str]], lines:
         raise DataError(f"{path}:{line}: prices are not 0 < low <= open, close <= high")
     if (v < 0).any():
         raise DataError(f"{path}:{lines[int(np.argmax(v < 0))]}: volume is negative")
+    late = time >= _LAST_MS
+    if late.any():
+        line = lines[int(np.argmax(late))]
+        raise DataError(
+            f"{path}:{line}: time after 2261-04-10 (events are stamped in int64 nanoseconds)"
+        )
     step = np.diff(time)
     if (step <= 0).any():
         i = int(np.argmax(step <= 0)) + 1

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from broker.resample import can_resample
 from runtime.backtest.data import Candles, DataError, load, resample
-from runtime.backtest.engine import EngineResult, run_strategy
+from runtime.backtest.engine import EngineResult, collector_paused, run_strategy
 from runtime.backtest.stats import Stats, Trade, compute, trades_of
 from runtime.config import Config, StrategyConfig
 from runtime.journal import Journal
@@ -160,6 +160,15 @@ def run_backtest(
     progress: Callable[[int, int], None] | None = None,
 ) -> Outcome:
     """Run every strategy of ``config``; ``progress(done, total)`` is called now and then."""
+    with collector_paused():
+        return _run(config, options, progress)
+
+
+def _run(
+    config: Config,
+    options: Options,
+    progress: Callable[[int, int], None] | None,
+) -> Outcome:
     global _PROGRESS
     streams, every = load_streams(config, options)
     _STREAMS.clear()

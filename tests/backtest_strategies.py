@@ -73,3 +73,12 @@ class EmaCrossByHand(Strategy):
             return
         assert score is not None
         self.ctx.open_position(symbol, direction, f"{direction} on score {score:+.3f}")
+
+
+class Recorder(Strategy):
+    """Signals every candle it is given (``flat``, reason ``SYMBOL TF OPEN_TIME``): the
+    journal then shows the order in which the backtest fed the streams."""
+
+    def on_candle(self, candle: Candle) -> None:
+        reason = f"{candle.symbol} {candle.timeframe} {candle.open_time} {candle.seq}"
+        self.ctx.signal(candle, "flat", 0.0, reason)

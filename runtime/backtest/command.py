@@ -61,14 +61,14 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 
 
 def _data_files(values: tuple[str, ...], symbols: list[str]) -> dict[str, str]:
-    """``SYMBOL=FILE``, or ``FILE`` alone when its name starts with one feed's symbol."""
+    """``SYMBOL=FILE``, or ``FILE`` alone when its name starts with a feed's symbol (any case)."""
     files: dict[str, str] = {}
     for value in values:
         symbol, sep, path = value.partition("=")
         if not sep:
             path = value
             name = Path(value).name
-            fits = [s for s in symbols if name.startswith(s)]
+            fits = [s for s in symbols if name.lower().startswith(s.lower())]
             if not fits:
                 raise click.BadParameter(
                     f"{value}: name it SYMBOL=FILE (no feed symbol starts the file name)",

@@ -72,17 +72,26 @@ class EngineResult(msgspec.Struct, frozen=True):
     cash: float
 
 
+class _Checked(Candle, array_like=True, frozen=True):
+    """A Candle from a row the data module checked already (finite, positive, low and high
+    around open and close): not checked a second time, once per candle."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
 class _ClockOutbox(Outbox):
     """An outbox whose clock is the candle being processed; it keeps every event."""
 
     def __init__(self, strategy_id: str) -> None:
         super().__init__(strategy_id, 0, lambda event: None)
-        self.now_ns = 0
+        self.now_ms = 0  # open time of the candle in hand
+        self.length_ns = 0  # its timeframe's length
         self.kept: list[Event] = []
 
     def emit(self, body: EventBody) -> Event:
         self.last_seq = seq = self.last_seq + 1
-        event = Event(self.strategy_id, seq, self.now_ns, body)
+        event = Event(self.strategy_id, seq, self.now_ms * 1_000_000 + self.length_ns, body)
         self.kept.append(event)
         return event
 
@@ -138,7 +147,8 @@ def run_strategy(
             fed = _feed_one(main, runner, outbox, equity, progress)
         else:
             fed = _feed_many(streams, decision_tf, times, runner, outbox, equity, progress)
-    outbox.now_ns = (int(times[-1]) + timeframe_ms(decision_tf)) * 1_000_000 if len(times) else 0
+    outbox.now_ms = int(times[-1]) if len(times) else 0
+    outbox.length_ns = timeframe_ms(decision_tf) * 1_000_000
     runner.stop()
     if len(main) != len(times):  # several symbols: the first one's prices on the union times
         at = np.searchsorted(main.time, times, "right") - 1
@@ -172,31 +182,24 @@ def _feed_one(
 ) -> int:
     """The common case, kept lean: one stream, every candle a decision candle."""
     symbol, tf = s.symbol, s.timeframe
-    tf_ns = timeframe_ms(tf) * 1_000_000
+    outbox.length_ns = timeframe_ms(tf) * 1_000_000
     on_candle = runner.on_candle
     value = runner.container.positions.equity
     marks: list[float] = []
     mark = marks.append
-    rows = zip(
-        s.time.tolist(),
-        s.open.tolist(),
-        s.high.tolist(),
-        s.low.tolist(),
-        s.close.tolist(),
-        s.volume.tolist(),
-        strict=True,
-    )
+    columns = (s.time, s.open, s.high, s.low, s.close, s.volume)
     seq = 0
-    for t, o, h, low, c, v in rows:
-        seq += 1
-        outbox.now_ns = t * 1_000_000 + tf_ns
-        on_candle(Candle(symbol, tf, t, o, h, low, c, v, seq))
-        mark(value())
-        if progress is not None and not seq % _PROGRESS_EVERY:
+    for start in range(0, len(s), _PROGRESS_EVERY):  # chunks: no progress test per candle
+        end = start + _PROGRESS_EVERY
+        chunk = zip(*(column[start:end].tolist() for column in columns), strict=True)
+        for t, o, h, low, c, v in chunk:
+            seq += 1
+            outbox.now_ms = t
+            on_candle(_Checked(symbol, tf, t, o, h, low, c, v, seq))
+            mark(value())
+        if progress is not None:
             progress(seq)
     equity[:] = marks
-    if progress is not None:
-        progress(seq)
     return seq
 
 
@@ -236,8 +239,9 @@ def _feed_many(
         symbol, tf, tf_ns, is_decision, t, o, h, low, c, v = columns[i]
         seqs[i] += 1
         time = t[r]
-        outbox.now_ns = time * 1_000_000 + tf_ns
-        on_candle(Candle(symbol, tf, time, o[r], h[r], low[r], c[r], v[r], seqs[i]))
+        outbox.now_ms = time
+        outbox.length_ns = tf_ns
+        on_candle(_Checked(symbol, tf, time, o[r], h[r], low[r], c[r], v[r], seqs[i]))
         if is_decision:
             if time != last_time:
                 slot += 1

@@ -221,8 +221,8 @@ def main() -> None:
         record(
             "Backtest speed against backtesting.py",
             f"SMA(10)/SMA(20) crossover with reversals, commission 0.002, one share per trade, "
-            f"on GOOG daily candles repeated to {n:,} candles; both in one process, one after "
-            "the other, interleaved, best of --rounds runs each.",
+            f"on GOOG daily candles repeated to {n:,} candles (stamped hourly); both in one "
+            "process, interleaved, best of --rounds runs each.",
             body,
         )
 

@@ -258,10 +258,14 @@ def test_parquet_is_read_when_pyarrow_is_installed_and_named_when_not(tmp_path: 
     rows = read_candles(GOOG)
     table = pa.table({name: [getattr(r, name) for r in rows] for name in rows[0]._fields})
     table = table.rename_columns(["timestamp", "open", "high", "low", "close", "volume"])
-    pq.write_table(table, target)
+    pq.write_table(table, target)  # times as epoch milliseconds
+    typed = tmp_path / "goog-typed.parquet"
+    stamps = pa.array([r.open_time for r in rows], type=pa.timestamp("ms", tz="UTC"))
+    pq.write_table(table.set_column(0, "timestamp", stamps), typed)  # as a timestamp type
     csv = _json(_stratrun(config, "--json", cwd=tmp_path))
-    parquet = _json(_stratrun(config, "--json", "--data", f"GOOG={target}", cwd=tmp_path))
-    assert csv["strategies"] == parquet["strategies"]
+    for source in (target, typed):
+        parquet = _json(_stratrun(config, "--json", "--data", f"GOOG={source}", cwd=tmp_path))
+        assert csv["strategies"] == parquet["strategies"]
 
 
 def test_the_progress_bar_shows_on_a_terminal_after_a_second_only() -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import msgspec
+import psutil
 import setproctitle
 import zmq
 
@@ -128,7 +130,9 @@ class Manager:
             events=run_dir.endpoint("events"),
             supervision=run_dir.endpoint("supervision"),
             control=run_dir.endpoint("control"),
+            history=run_dir.endpoint("history"),
         )
+        self.epoch = _surviving_epoch(run_dir) or uuid.uuid4().hex[:12]
         self.children: dict[str, ChildProcess] = {}
         self.start_order: list[str] = []
         self.rejects = RejectCounter()
@@ -204,12 +208,21 @@ class Manager:
             ),
             (
                 "broker",
-                BrokerSpec(name="broker", endpoints=self.endpoints, broker=self.config.broker),
+                self._broker_spec(self.config),
             ),
         ]
         specs += [("worker", self._worker_spec(s)) for s in self.config.strategies]
         for role, spec in specs:
             self._declare(role, spec)
+
+    def _broker_spec(self, config: Config) -> BrokerSpec:
+        return BrokerSpec(
+            name="broker",
+            endpoints=self.endpoints,
+            broker=config.broker,
+            cursor_file=str(self.run_dir.root / "replay_cursor.json"),
+            epoch=self.epoch,
+        )
 
     def _worker_spec(self, strategy: StrategyConfig) -> WorkerSpec:
         return WorkerSpec(
@@ -218,6 +231,10 @@ class Manager:
             strategy=strategy,
             ready_timeout_s=self.config.runtime.ready_timeout_s,
             plugin_paths=self.config.runtime.plugin_paths,
+            market_data_hwm=self.config.broker.receive_hwm,
+            spill_dir=str(self.run_dir.root / "spill"),
+            feed_stale_after_s=self.config.broker.stale_after_s,
+            max_unacked_events=strategy.max_unacked_events,
         )
 
     def _declare(self, role: Role, spec: ChildSpec) -> ChildProcess:
@@ -595,7 +612,7 @@ class Manager:
         for child, spec in (
             (
                 self.children["broker"],
-                BrokerSpec(name="broker", endpoints=self.endpoints, broker=new.broker),
+                self._broker_spec(new),
             ),
             (
                 self.children["aggregator"],
@@ -883,6 +900,7 @@ class Manager:
         state = {
             "manager_pid": os.getpid(),
             "config": self.config.source,
+            "epoch": self.epoch,
             "children": {
                 c.name: {
                     "role": c.role,
@@ -921,3 +939,21 @@ def _last_error_line(log_path: Path) -> str:
     except OSError:
         return "no log"
     return lines[-1] if lines else "no output"
+
+
+def _surviving_epoch(run_dir: RunDir) -> str:
+    """The feed epoch of a broker an earlier manager left running (it will be adopted and
+    goes on with its replay), or "" when there is none: a new ``up`` starts a new replay."""
+    try:
+        state = json.loads(run_dir.state_file.read_text())
+        record = state["children"]["broker"]
+        pid, create_time = int(record["pid"]), float(record["create_time"])
+        epoch = str(state["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    try:
+        if pid and abs(psutil.Process(pid).create_time() - create_time) < 0.01:
+            return epoch
+    except psutil.Error:
+        pass
+    return ""

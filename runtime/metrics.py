@@ -54,7 +54,32 @@ class AggregatorCollector(Collector):
         )
         missed = CounterMetricFamily(
             "stratrun_candles_missed",
-            "Candles a strategy never received (a hole in its stream's seq).",
+            "Candles a strategy lost for good (a hole older than the broker's history).",
+            labels=["strategy_id"],
+        )
+        gaps = CounterMetricFamily(
+            "stratrun_candle_gaps",
+            "Holes seen in a stream's seq (candles lost on the way), each then backfilled.",
+            labels=["strategy_id"],
+        )
+        backfilled = CounterMetricFamily(
+            "stratrun_candles_backfilled",
+            "Candles a strategy took from the broker's history (holes, catch-up on restart).",
+            labels=["strategy_id"],
+        )
+        repeated = CounterMetricFamily(
+            "stratrun_candles_duplicate",
+            "Candles received again (a restarted broker resending) and dropped.",
+            labels=["strategy_id"],
+        )
+        lag = GaugeMetricFamily(
+            "stratrun_strategy_lag_seconds",
+            "Broker publish to decision of the strategy's latest live candle.",
+            labels=["strategy_id"],
+        )
+        stale = GaugeMetricFamily(
+            "stratrun_feed_stale",
+            "1 while the strategy's worker hears nothing from the market-data feed.",
             labels=["strategy_id"],
         )
         positions = GaugeMetricFamily(
@@ -76,6 +101,11 @@ class AggregatorCollector(Collector):
         for sid, fig in sorted(snapshot.items()):
             candles.add_metric([sid], fig.candles)
             missed.add_metric([sid], fig.candles_missed)
+            gaps.add_metric([sid], fig.gaps)
+            backfilled.add_metric([sid], fig.candles_backfilled)
+            repeated.add_metric([sid], fig.candles_duplicate)
+            lag.add_metric([sid], fig.lag_s)
+            stale.add_metric([sid], 1.0 if fig.feed_stale else 0.0)
             for kind, count in sorted(fig.events_by_kind.items()):
                 events.add_metric([sid, kind], count)
             positions.add_metric([sid], len(fig.positions))
@@ -106,7 +136,7 @@ class AggregatorCollector(Collector):
                 buckets.append(("+Inf", cumulative + fig.latency_counts[-1]))
                 latency.add_metric([sid], buckets, fig.latency_sum_s)
         yield from (candles, missed, events, positions, pnl, last_seq, rejected, journaled)
-        yield duplicates
+        yield from (gaps, backfilled, repeated, lag, stale, duplicates)
         yield latency
         yield from _process_metrics(self._processes.snapshot())
 

@@ -31,6 +31,7 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     events: str
     supervision: str
     control: str
+    history: str = ""
 
 
 class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag=True):
@@ -43,6 +44,8 @@ class BrokerSpec(_Spec, frozen=True):
     """The broker's spec."""
 
     broker: BrokerConfig
+    cursor_file: str = ""
+    epoch: str = ""
 
 
 class AggregatorSpec(_Spec, frozen=True):
@@ -58,6 +61,10 @@ class WorkerSpec(_Spec, frozen=True):
     strategy: StrategyConfig
     ready_timeout_s: float = 15.0
     plugin_paths: list[str] = []
+    market_data_hwm: int = 100_000
+    spill_dir: str = ""
+    feed_stale_after_s: float = 5.0
+    max_unacked_events: int = 100_000
 
 
 ChildSpec = BrokerSpec | AggregatorSpec | WorkerSpec

@@ -61,9 +61,11 @@ class History:
 
     def __init__(self, streams: list[str], limit: int) -> None:
         self.streams = {key: StreamHistory(limit) for key in streams}
+        # keyed by (symbol, timeframe): no string built per candle on the publishing path
+        self._by_pair = {(k.split("|")[0], k.split("|")[1]): h for k, h in self.streams.items()}
 
     def append(self, candle: Candle) -> None:
-        self.streams[f"{candle.symbol}|{candle.timeframe}"].append(candle)
+        self._by_pair[candle.symbol, candle.timeframe].append(candle)
 
     def answer(self, request: HistoryRequest, incarnation: str) -> HistoryReply:
         """The reply to one request (an unknown stream gets an error, not silence)."""

@@ -231,6 +231,8 @@ class _Publisher:
                 for tf in feed.resample_to
             ]
         self.history = History([s.key for s in self.streams], spec.broker.history_limit)
+        self._derived_by_pair = {tuple(k.split("|")): v for k, v in self.derived.items()}
+        self._topics: dict[tuple[str, str], bytes] = {}
 
     @property
     def streams(self) -> list[Stream]:
@@ -274,20 +276,25 @@ class _Publisher:
                 self.history.append(self._backlog.popleft())
 
     def _send(self, candle: Candle) -> bool:
+        key = (candle.symbol, candle.timeframe)
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = candle_topic(*key)
         try:
-            send_topic(
-                self._pub, candle_topic(candle.symbol, candle.timeframe), candle, zmq.NOBLOCK
-            )
+            send_topic(self._pub, topic, candle, zmq.NOBLOCK)
         except zmq.Again:
             return False  # subscribers are full (speed 0): try again on the next turn
         self.history.append(candle)
         return True
 
     def _resample(self, candle: Candle) -> None:
+        derived = self._derived_by_pair.get((candle.symbol, candle.timeframe))
+        if not derived:
+            return
         row = Row(
             candle.open_time, candle.open, candle.high, candle.low, candle.close, candle.volume
         )
-        for stream, resampler in self.derived.get(f"{candle.symbol}|{candle.timeframe}", ()):
+        for stream, resampler in derived:
             for bar in resampler.update(row):
                 stream.last_seq += 1
                 self._backlog.append(

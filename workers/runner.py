@@ -109,12 +109,15 @@ class StrategyRunner:
         if c.gate is not None:
             c.gate.observe(candle, symbol, timeframe)
         self._muted = True
+        logger = c.logger
+        logger.disabled = True  # history replayed is not news for its log either
         try:
             self.strategy.on_candle(candle)
         except Exception:
             pass  # it decided nothing that counts; a real failure shows on live candles
         finally:
             self._muted = False
+            logger.disabled = False
             c.actions.drain()
 
     def start(self) -> None:

@@ -15,9 +15,10 @@ import msgspec
 import psutil
 
 from runtime import events_query as eq
-from runtime.config import ConfigError, load_config
+from runtime.config import ConfigError, RuntimeConfig, load_config
 from runtime.control_client import ControlClient, ControlError
 from runtime.log_follow import Entry
+from runtime.logfmt import parse_line
 from runtime.manager import AlreadyRunning, Manager, StartupFailed
 from runtime.messages import (
     LIFECYCLE_DECODER,
@@ -28,6 +29,7 @@ from runtime.messages import (
     ErrorReply,
     OkReply,
     PauseRequest,
+    ProcessRow,
     PsReply,
     PsRequest,
     ReloadRequest,
@@ -67,8 +69,9 @@ def main(ctx: click.Context, run_dir: str | None) -> None:
 @click.option(
     "-d", "--detach", is_flag=True, help="Run in the background; return once all are ready."
 )
+@click.option("--log-json", is_flag=True, hidden=True, help="Log to the run directory (up -d).")
 @click.pass_context
-def up(ctx: click.Context, config: str | None, detach: bool) -> None:
+def up(ctx: click.Context, config: str | None, detach: bool, log_json: bool) -> None:
     """Start the system in the foreground (CONFIG defaults to the bundled demo)."""
     path = Path(config) if config else DEMO_CONFIG
     try:
@@ -79,6 +82,8 @@ def up(ctx: click.Context, config: str | None, detach: bool) -> None:
     run_dir = RunDir.at(ctx.obj["run_dir"] or cfg.runtime.run_dir or DEFAULT_RUN_DIR)
     if detach:
         sys.exit(_up_detached(run_dir, Path(cfg.source)))
+    if log_json:
+        _log_to_file(run_dir, cfg.runtime)
     click.echo(f"stratrun: {len(cfg.strategies)} strategies from {cfg.source}")
     try:
         Manager(cfg, run_dir, sys.stdout).run()
@@ -89,6 +94,21 @@ def up(ctx: click.Context, config: str | None, detach: bool) -> None:
         click.echo(f"stratrun: start-up failed: {exc}", err=True)
         sys.exit(1)
     click.echo("stratrun: stopped")
+
+
+def _log_to_file(run_dir: RunDir, settings: RuntimeConfig) -> None:
+    """A detached manager logs JSON lines to ``logs/manager.log`` like every other process:
+    what it would print becomes INFO lines of logger ``manager``."""
+    from runtime.child import setup_logging
+    from runtime.log_handler import LineLogger
+    from runtime.specs import LogSettings
+
+    log = LogSettings(
+        file=str(run_dir.log_file("manager")),
+        max_bytes=settings.log_max_bytes,
+        backups=settings.log_backups,
+    )
+    sys.stdout = LineLogger(setup_logging("manager", "manager", settings.log_level, log))
 
 
 def _up_detached(run_dir: RunDir, config: Path) -> int:
@@ -103,7 +123,10 @@ def _up_detached(run_dir: RunDir, config: Path) -> int:
     log_path = run_dir.log_file("manager")
     with open(log_path, "ab") as log:
         manager = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "--run-dir", str(run_dir.root), "up", str(config)],
+            [
+                *(sys.executable, "-m", "runtime", "--run-dir", str(run_dir.root)),
+                *("up", "--log-json", str(config)),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -115,7 +138,8 @@ def _up_detached(run_dir: RunDir, config: Path) -> int:
         if manager.poll() is not None:
             click.echo(f"stratrun: the manager exited with status {manager.returncode}:", err=True)
             for line in log_path.read_text(errors="replace").splitlines()[-5:]:
-                click.echo(f"  {line}", err=True)
+                parsed, is_json = parse_line(line, "manager")
+                click.echo(f"  {parsed.msg if is_json else line}", err=True)
             return 1
         try:
             reply = client.request(PsRequest(ControlClient.next_id()))
@@ -311,6 +335,29 @@ def _print_logs(entries: Iterable[Entry], as_json: bool, width: int) -> None:
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@main.command()
+@click.option(
+    "-i",
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@click.pass_context
+def top(ctx: click.Context, interval: float, once: bool) -> None:
+    """A refreshing table of the strategies: state, PnL, positions, latency, memory (q quits)."""
+    from runtime import top as top_view
+
+    def rows() -> list[ProcessRow]:
+        reply = _ask(ctx, PsRequest(ControlClient.next_id()))
+        assert isinstance(reply, PsReply)
+        return reply.rows
+
+    top_view.run(top_view.Sampler(rows), interval, once, sys.stdout)
 
 
 _COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green")

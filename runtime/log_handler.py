@@ -13,6 +13,7 @@ the file instead. A follower (``stratrun logs -f``, ``tail -F``) reads on by nam
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from runtime.logfmt import LogLine, encode_line, format_ts
 
-__all__ = ["JsonFormatter", "RotatingJsonHandler", "rotated_path"]
+__all__ = ["JsonFormatter", "LineLogger", "RotatingJsonHandler", "rotated_path"]
 
 
 def rotated_path(path: Path, index: int) -> Path:
@@ -138,3 +139,23 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+class LineLogger(io.TextIOBase):
+    """A text stream whose every line becomes a log record (for code that prints)."""
+
+    def __init__(self, logger: logging.Logger, level: int = logging.INFO) -> None:
+        super().__init__()
+        self._logger = logger
+        self._level = level
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._logger.log(self._level, "%s", line)
+        return len(text)

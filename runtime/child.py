@@ -22,7 +22,7 @@ import msgspec
 import setproctitle
 import zmq
 
-from runtime.log_handler import JsonFormatter, RotatingJsonHandler
+from runtime.log_handler import JsonFormatter, LineLogger, RotatingJsonHandler
 from runtime.messages import (
     SUPERVISION_DOWN_DECODER,
     ChildHeartbeat,
@@ -49,9 +49,10 @@ def setup_logging(
 ) -> logging.Logger:
     """Log JSON lines (:class:`runtime.logfmt.LogLine`) for ``process``; returns logger ``name``.
 
-    With a file in ``settings``, the process writes its log itself, rotated by size, and its
-    stdout and stderr go to the same file (nothing the interpreter prints is lost); without
-    one, lines go to stderr. Warnings and uncaught exceptions are logged too.
+    With a file in ``settings``, the process writes its log itself, rotated by size: print()
+    becomes INFO lines of logger ``stdout``, and fds 1 and 2 go to the same file (nothing the
+    interpreter or a C library writes there is lost); without one, lines go to stderr.
+    Warnings and uncaught exceptions are logged too.
     """
     handler: logging.Handler
     if settings is not None and settings.file:
@@ -62,10 +63,9 @@ def setup_logging(
             settings.backups,
             capture_stdio=True,
         )
-        # Whole lines only: a print() must not leave half a line for a JSON line to join.
-        for stream in (sys.stdout, sys.stderr):
-            if isinstance(stream, io.TextIOWrapper):
-                stream.reconfigure(line_buffering=True)
+        # Whole lines only on stderr: half a line there would glue a JSON line onto it.
+        if isinstance(sys.stderr, io.TextIOWrapper):
+            sys.stderr.reconfigure(line_buffering=True)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(process))
@@ -77,6 +77,8 @@ def setup_logging(
     logging.captureWarnings(True)
     log = logging.getLogger(name)
     sys.excepthook = functools.partial(_log_uncaught, log)
+    if settings is not None and settings.file:
+        sys.stdout = LineLogger(logging.getLogger("stdout"))  # print() becomes INFO lines
     return log
 
 

@@ -4,7 +4,7 @@ Write: ``--lines`` INFO lines with two arguments through the JSON handler every 
 (rotated at 10 MiB, 5 backups), against the standard library's RotatingFileHandler with a
 plain-text format (the cost of the log line itself, before this format existed). Read: the
 whole history (current file and every rotated one) parsed and filtered as ``stratrun logs
--n N`` does, with and without ``--grep``.
+-n N`` does, with and without ``--grep``, and the last 20 lines (``stratrun logs ID``).
 
     .venv/bin/python benchmarks/bench_logs.py [--lines 200000] [--rounds 3] [--record]
 """
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
-    json_us, text_us, read_s, grep_s = [], [], [], []
+    json_us, text_us, read_s, grep_s, tail_s = [], [], [], [], []
     history_lines = history_bytes = 0
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +70,9 @@ def main() -> None:
             started = time.perf_counter()
             history_lines = len(read_history(path, 10**9))
             read_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            assert len(read_history(path, 20)) == 20
+            tail_s.append(time.perf_counter() - started)
             wanted = LogFilter(pattern=re.compile(r"bench-\d*7 buy"))
             started = time.perf_counter()
             read_history(path, 10**9, wanted.keeps)
@@ -84,6 +87,8 @@ def main() -> None:
             f"rotated files): median {read_med:.2f} s ({history_lines / read_med / 1e6:.2f} "
             "M lines/s)",
             f"- the same with --grep: median {grep_med:.2f} s",
+            f"- the last 20 lines (stratrun logs ID): median "
+            f"{statistics.median(tail_s) * 1e3:.2f} ms",
         ]
     )
     print(body)

@@ -55,12 +55,9 @@ class _Tail:
     def inode(self) -> int:
         return self._inode
 
-    def text_before_start(self) -> str:
-        """What the file held when following began (read from the open file, not by name)."""
-        if not self.start:
-            return ""
-        data = os.pread(self._handle.fileno(), self.start, 0)
-        return data.decode("utf-8", errors="replace")
+    def fileno(self) -> int:
+        """The open file (whatever its name points at now)."""
+        return self._handle.fileno()
 
     def history(self, count: int) -> list[str]:
         """The last ``count`` lines written before following began (none lost, none twice)."""
@@ -154,20 +151,45 @@ def rotated_files(path: Path) -> list[Path]:
     return found
 
 
-def _entries(text: str, process: str, keep: Keep | None) -> list[Entry]:
-    parse = _Parser(process)
-    entries = (parse(line) for line in text.splitlines())
-    return [e for e in entries if keep is None or keep(e.line)]
+_FIRST_BLOCK = 64 * 1024
 
 
-def _read_text(path: Path) -> tuple[str, int]:
-    """The text of ``path`` and its inode ("", 0 if it is gone)."""
+def _last_entries(fd: int, size: int, process: str, count: int, keep: Keep | None) -> list[Entry]:
+    """The entries of the first ``size`` bytes of the file open as ``fd`` that ``keep``
+    accepts: the last ``count`` or more, or all if the file holds fewer.
+
+    Reads backwards in growing blocks, so that the last lines of a 10 MiB file cost a read
+    of 64 KiB. A block that starts mid-file drops its first (maybe partial) line and must
+    start with a JSON line, so that raw lines get the time of the line before them.
+    """
+    block = _FIRST_BLOCK
+    while True:
+        start = max(0, size - block)
+        lines = os.pread(fd, size - start, start).decode("utf-8", errors="replace").splitlines()
+        if start > 0:
+            lines = lines[1:]
+        parse = _Parser(process)
+        entries = [parse(line) for line in lines]
+        kept = [e for e in entries if keep is None or keep(e.line)]
+        if start == 0 or (len(kept) >= count and entries and entries[0].is_json):
+            return kept
+        block *= 4
+
+
+def _read_entries(
+    path: Path, count: int, keep: Keep | None, skip_inode: int = 0
+) -> tuple[list[Entry], int]:
+    """``(entries, inode)`` of the file at ``path`` (see :func:`_last_entries`); nothing if it
+    is gone or is the file with ``skip_inode``."""
     try:
         with open(path, "rb") as handle:
-            inode = os.fstat(handle.fileno()).st_ino
-            return handle.read().decode("utf-8", errors="replace"), inode
+            info = os.fstat(handle.fileno())
+            if info.st_ino == skip_inode:
+                return [], info.st_ino
+            process = path.name.split(".log")[0]
+            return _last_entries(handle.fileno(), info.st_size, process, count, keep), info.st_ino
     except FileNotFoundError:
-        return "", 0
+        return [], 0
 
 
 def read_history(
@@ -183,19 +205,19 @@ def read_history(
         return []
     process = path.name.removesuffix(".log")
     if tail is not None:
-        text, inode = tail.text_before_start(), tail.inode
+        inode = tail.inode
+        current = _last_entries(tail.fileno(), tail.start, process, count, keep)
     else:
-        text, inode = _read_text(path)
-    chunks = [_entries(text, process, keep)]
-    found = len(chunks[0])
+        current, inode = _read_entries(path, count, keep)
+    chunks = [current]
+    found = len(current)
     for older in rotated_files(path):
         if found >= count:
             break
-        text, older_inode = _read_text(older)
-        if older_inode == inode:  # rotated since we opened it: already read
-            continue
-        chunks.append(_entries(text, process, keep))
-        found += len(chunks[-1])
+        # A file rotated since we opened the current one is the current one: skip it.
+        entries, _ = _read_entries(older, count - found, keep, skip_inode=inode)
+        chunks.append(entries)
+        found += len(entries)
     merged = [entry for chunk in reversed(chunks) for entry in chunk]
     return merged[-count:]
 

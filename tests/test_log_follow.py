@@ -265,3 +265,34 @@ def test_logs_follow_reads_every_line_across_rotations_by_a_live_writer(tmp_path
         except subprocess.TimeoutExpired:
             os.killpg(writer.pid, 9)
             writer.wait()
+
+
+# --------------------------------------------------------------------------- read_history
+
+
+def test_history_of_a_big_file_reads_back_as_far_as_the_filter_needs(tmp_path: Path) -> None:
+    """read_history reads from the end in growing blocks: a raw line deep in a 2 MiB file
+    still gets the time of the JSON line before it, and nothing is cut or doubled."""
+    from runtime.log_follow import read_history
+    from runtime.logfmt import LogLine, encode_line
+
+    path = tmp_path / "s1.log"
+    lines = []
+    for i in range(10_000):
+        ts = f"2026-11-25T10:{i // 600:02d}:{i // 10 % 60:02d}.{i % 10}00Z"
+        lines.append(encode_line(LogLine(ts, "INFO", "worker", "s1", f"n {i:05d} " + "y" * 120)))
+        if i == 500:
+            lines.append(b"raw line deep in the file\n")
+    path.write_bytes(b"".join(lines))
+    assert path.stat().st_size > 1_500_000
+    last = read_history(path, 3)
+    assert [e.line.msg[:7] for e in last] == ["n 09997", "n 09998", "n 09999"]
+    raw = read_history(path, 5, lambda line: line.logger == "stderr")
+    assert [(e.text, e.line.ts) for e in raw] == [
+        ("raw line deep in the file", "2026-11-25T10:00:50.000Z")
+    ]
+    everything = read_history(path, 20_000)
+    assert len(everything) == 10_001
+    assert [e.line.msg[:7] for e in everything if e.is_json] == [
+        f"n {i:05d}" for i in range(10_000)
+    ]

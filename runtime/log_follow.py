@@ -177,7 +177,7 @@ def _last_entries(fd: int, size: int, process: str, count: int, keep: Keep | Non
 
 
 def _read_entries(
-    path: Path, count: int, keep: Keep | None, skip_inode: int = 0
+    path: Path, process: str, count: int, keep: Keep | None, skip_inode: int = 0
 ) -> tuple[list[Entry], int]:
     """``(entries, inode)`` of the file at ``path`` (see :func:`_last_entries`); nothing if it
     is gone or is the file with ``skip_inode``."""
@@ -186,7 +186,6 @@ def _read_entries(
             info = os.fstat(handle.fileno())
             if info.st_ino == skip_inode:
                 return [], info.st_ino
-            process = path.name.split(".log")[0]
             return _last_entries(handle.fileno(), info.st_size, process, count, keep), info.st_ino
     except FileNotFoundError:
         return [], 0
@@ -208,14 +207,14 @@ def read_history(
         inode = tail.inode
         current = _last_entries(tail.fileno(), tail.start, process, count, keep)
     else:
-        current, inode = _read_entries(path, count, keep)
+        current, inode = _read_entries(path, process, count, keep)
     chunks = [current]
     found = len(current)
     for older in rotated_files(path):
         if found >= count:
             break
         # A file rotated since we opened the current one is the current one: skip it.
-        entries, _ = _read_entries(older, count - found, keep, skip_inode=inode)
+        entries, _ = _read_entries(older, process, count - found, keep, skip_inode=inode)
         chunks.append(entries)
         found += len(entries)
     merged = [entry for chunk in reversed(chunks) for entry in chunk]

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args[0])
     if not isinstance(spec, BrokerSpec):
         raise SystemExit(f"{args[0]} is not a broker spec")
-    log = setup_logging("broker", spec.log_level)
+    log = setup_logging("broker", spec.name, spec.log_level, spec.log)
     name_process("broker", spec.name, args[0])
     stop = StopFlag()
     try:

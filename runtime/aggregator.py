@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args[0])
     if not isinstance(spec, AggregatorSpec):
         raise SystemExit(f"{args[0]} is not an aggregator spec")
-    log = setup_logging("aggregator", spec.log_level)
+    log = setup_logging("aggregator", spec.name, spec.log_level, spec.log)
     name_process("aggregator", spec.name, args[0])
     stop = StopFlag()
     journal = Journal(spec.journal)

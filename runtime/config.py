@@ -10,7 +10,7 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -84,6 +84,12 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     zygote:
         Fork workers from a pre-imported process (fast, lean starts; Linux) rather than
         starting each as a new interpreter.
+    log_level:
+        Least level every process logs: debug, info, warning or error.
+    log_max_bytes:
+        A process's log file is rotated before it grows past this (``name.log.1``...).
+    log_backups:
+        Rotated files kept per process (0: the log is emptied when full instead).
     """
 
     run_dir: str | None = None
@@ -94,6 +100,9 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     max_rss_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
     restart: RestartSettings = RestartSettings()
     zygote: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 10 * 2**20
+    log_backups: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
 
 
 class FeedConfig(_Section, kw_only=True, frozen=True):

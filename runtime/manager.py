@@ -30,6 +30,7 @@ from runtime.child_process import ChildProcess
 from runtime.config import Config, ConfigError, StrategyConfig, load_config, load_strategies
 from runtime.console import TradeTail
 from runtime.lifecycle import ProcessState, Trigger, next_state
+from runtime.logfmt import parse_line
 from runtime.messages import (
     CONTROL_REQUEST_DECODER,
     SUPERVISION_UP_DECODER,
@@ -61,7 +62,15 @@ from runtime.messages import (
 )
 from runtime.restart_policy import RestartPolicy
 from runtime.rundir import RunDir
-from runtime.specs import AggregatorSpec, BrokerSpec, ChildSpec, Endpoints, WorkerSpec, write_spec
+from runtime.specs import (
+    AggregatorSpec,
+    BrokerSpec,
+    ChildSpec,
+    Endpoints,
+    LogSettings,
+    WorkerSpec,
+    write_spec,
+)
 from runtime.transport import (
     RejectCounter,
     close_all,
@@ -239,13 +248,23 @@ class Manager:
 
     def _declare(self, role: Role, spec: ChildSpec) -> ChildProcess:
         path = self.run_dir.specs_dir / f"{spec.name}.json"
-        digest = write_spec(path, spec)
+        digest = self._write_spec(path, spec)
         policy = RestartPolicy(self.config.runtime.restart)
         child = ChildProcess(spec.name, role, path, self.run_dir.log_file(spec.name), policy)
         child.spec_digest = digest
         self.children[spec.name] = child
         self.start_order.append(spec.name)
         return child
+
+    def _write_spec(self, path: Path, spec: ChildSpec) -> str:
+        """Write ``spec`` with the config's log settings (the child's own log file)."""
+        rt = self.config.runtime
+        log = LogSettings(
+            file=str(self.run_dir.log_file(spec.name)),
+            max_bytes=rt.log_max_bytes,
+            backups=rt.log_backups,
+        )
+        return write_spec(path, msgspec.structs.replace(spec, log_level=rt.log_level, log=log))
 
     def _adopt_survivors(self) -> None:
         """Take over the processes an earlier manager of this run directory left running.
@@ -584,7 +603,7 @@ class Manager:
                 started.append(name)
                 continue
             child = self.children[name]
-            digest = write_spec(child.spec_path, spec)
+            digest = self._write_spec(child.spec_path, spec)
             if digest == child.spec_digest:
                 same += 1
                 continue
@@ -624,7 +643,7 @@ class Manager:
                 ),
             ),
         ):
-            digest = write_spec(child.spec_path, spec)
+            digest = self._write_spec(child.spec_path, spec)
             if digest != child.spec_digest:
                 child.spec_digest = digest
                 notes.append(f"{child.name} changed: stratrun restart {child.name} to apply it")
@@ -938,7 +957,10 @@ def _last_error_line(log_path: Path) -> str:
         lines = log_path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "no log"
-    return lines[-1] if lines else "no output"
+    if not lines:
+        return "no output"
+    line, is_json = parse_line(lines[-1], log_path.stem)
+    return line.msg if is_json else lines[-1]
 
 
 def _surviving_epoch(run_dir: RunDir) -> str:

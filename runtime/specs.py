@@ -18,6 +18,7 @@ __all__ = [
     "BrokerSpec",
     "ChildSpec",
     "Endpoints",
+    "LogSettings",
     "WorkerSpec",
     "read_spec",
     "write_spec",
@@ -34,10 +35,19 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     history: str = ""
 
 
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a child logs (JSON lines; stderr when ``file`` is empty) and how it rotates."""
+
+    file: str = ""
+    max_bytes: int = 10 * 2**20
+    backups: int = 5
+
+
 class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag=True):
     name: str
     endpoints: Endpoints
     log_level: str = "info"
+    log: LogSettings = LogSettings()
 
 
 class BrokerSpec(_Spec, frozen=True):

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args[0])
     if not isinstance(spec, WorkerSpec):
         raise SystemExit(f"{args[0]} is not a worker spec")
-    log = setup_logging(f"worker.{spec.strategy.id}", spec.log_level)
+    log = setup_logging(f"worker.{spec.strategy.id}", spec.name, spec.log_level, spec.log)
     add_plugin_paths(spec.plugin_paths)
     name_process("worker", spec.strategy.id, args[0])
     stop = StopFlag()

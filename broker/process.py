@@ -134,7 +134,9 @@ class _Server:
                     self.cursor.save(replay.replayed)
                 next_heartbeat = now + (interval if started else _HANDSHAKE_INTERVAL_S)
             if sup.heartbeat_due(now):
-                sup.heartbeat(now, ChildHeartbeat(sup.name, candles=published))
+                sup.heartbeat(
+                    now, ChildHeartbeat(sup.name, candles=published, lag_s=publisher.lag_s)
+                )
             wait_s = next_heartbeat - now
             if started:
                 wait_s = min(wait_s, replay.seconds_until_next(now - started_at))
@@ -231,6 +233,7 @@ class _Publisher:
                 for tf in feed.resample_to
             ]
         self.history = History([s.key for s in self.streams], spec.broker.history_limit)
+        self.lag_s = 0.0  # behind the paced schedule, at the last candle sent
         self._derived_by_pair = {tuple(k.split("|")): v for k, v in self.derived.items()}
         self._topics: dict[tuple[str, str], bytes] = {}
 
@@ -249,10 +252,12 @@ class _Publisher:
                     break
                 self._backlog.popleft()
             elif self.replay.seconds_until_next(elapsed_s) == 0.0:
+                due_s = self.replay.offset_s()
                 candle = self.replay.peek(time.time_ns())
                 assert candle is not None
                 if not self._send(candle):
                     break
+                self.lag_s = max(0.0, elapsed_s - due_s)
                 self.replay.advance()
                 self._resample(candle)
             else:

@@ -135,7 +135,11 @@ class _Intake:
 
     def commit(self) -> None:
         """Journal the batch in one transaction, then acknowledge it (duplicates included)."""
+        began = time.perf_counter()
+        queued = len(self._pending)
         inserted = self._journal.append(self._pending, self._batches)
+        if queued:
+            self._counters.commit(time.perf_counter() - began, queued)
         for event in inserted:
             self._figures.apply(event)
         self._counters.journaled += len(inserted)

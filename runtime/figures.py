@@ -42,6 +42,7 @@ class StrategyFigures:
     gaps: int = 0
     lag_s: float = 0.0
     feed_stale: bool = False
+    unrealized_pnl: float = 0.0
     realized_pnl: float = 0.0
     last_seq: int = 0
     last_event_ns: int = 0
@@ -61,6 +62,7 @@ class StrategyFigures:
             self.gaps,
             self.lag_s,
             self.feed_stale,
+            self.unrealized_pnl,
             self.realized_pnl,
             self.last_seq,
             self.last_event_ns,
@@ -96,6 +98,7 @@ class Figures:
                     fig.candles_duplicate += body.candles_duplicate
                     fig.gaps += body.gaps
                     fig.lag_s = body.lag_s
+                    fig.unrealized_pnl = body.unrealized_pnl
                     if len(body.latency_counts) == len(fig.latency_counts):
                         for i, count in enumerate(body.latency_counts):
                             fig.latency_counts[i] += count

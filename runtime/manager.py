@@ -837,6 +837,8 @@ class Manager:
                     r.cpu_percent,
                     c.kill_reason or c.last_exit,
                     dict(c.kills),
+                    round(now - c.last_heartbeat, 3) if c.alive and c.last_heartbeat else 0.0,
+                    f.lag_s,
                 )
             )
         return rows

@@ -391,6 +391,7 @@ class Stats(_Body, tag="stats", frozen=True):
     candles_duplicate: int = 0
     gaps: int = 0
     lag_s: float = 0.0
+    unrealized_pnl: float = 0.0
 
 
 class FeedStatus(_Body, tag="feed", frozen=True):
@@ -555,6 +556,7 @@ class ChildHeartbeat(_Wire, tag="heartbeat", frozen=True):
     open_positions: int = 0
     realized_pnl: float = 0.0
     state: str = ""  # a worker's own state when it is not simply running ("errored")
+    lag_s: float = 0.0  # the broker: how far its paced replay runs behind schedule
 
 
 class StartFeed(_Wire, tag="start_feed", frozen=True):
@@ -709,6 +711,8 @@ class ProcessRow(_Wire, frozen=True):
     cpu_percent: float = 0.0
     last_exit: str = ""
     kills: dict[str, int] = {}  # by cause: watchdog, memory
+    heartbeat_age_s: float = 0.0  # since the child's last heartbeat (0 when not running)
+    lag_s: float = 0.0
 
 
 class PsReply(_Wire, tag="ps_reply", frozen=True):

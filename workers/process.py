@@ -555,6 +555,7 @@ class _Worker:
                 delta.duplicate,
                 delta.gaps,
                 self.lag_s,
+                self.runner.container.positions.unrealized_pnl,
             )
         )
 

@@ -85,6 +85,7 @@ __all__ = ["AlreadyRunning", "Manager", "StartupFailed"]
 
 _TICK_MS = 50
 _SAMPLE_EVERY_S = 1.0
+_USS_EVERY = 5  # samples between two USS readings of one process
 _LIVE = (ProcessState.STARTING, ProcessState.RUNNING, ProcessState.PAUSED)
 
 
@@ -146,6 +147,7 @@ class Manager:
         self.start_order: list[str] = []
         self.rejects = RejectCounter()
         self.stopping = False
+        self._samples = 0
         self.feed_started = False
         self.pending: dict[str, _Pending] = {}
         self.group_ops: list[_GroupOp] = []
@@ -416,10 +418,14 @@ class Manager:
 
     def _sample_resources(self) -> None:
         cap = self.config.runtime.max_rss_mb
-        for child in self.children.values():
+        self._samples += 1
+        for i, child in enumerate(self.children.values()):
             if not child.alive:
                 continue
-            used = child.sample()
+            # USS for a fifth of the processes each second, in turn: every one every 5 s,
+            # without a burst of page-table walks that would delay the workers.
+            with_uss = not child.resources.uss_bytes or (i + self._samples) % _USS_EVERY == 0
+            used = child.sample(with_uss)
             over = cap is not None and child.role == "worker" and used.rss_bytes > cap * 2**20
             if over and not child.kill_reason and child.state is not ProcessState.STOPPING:
                 reason = f"memory cap: RSS {used.rss_bytes / 2**20:.0f} MiB > {cap:g} MiB"

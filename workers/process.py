@@ -13,6 +13,7 @@ before the candle after it is used, so the strategy never decides on a stream wi
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker = _Worker(ctx, spec, stop, log, sockets)
         worker.start()
+        # What start-up built (modules, the strategy's services) lives as long as the process:
+        # frozen out of the collector, later collections only walk what candles create.
+        gc.collect()
+        gc.freeze()
         worker.run()
         worker.finish()
         return 0

@@ -36,6 +36,7 @@ import floor
 import zmq
 from _results import record
 
+from runtime import top
 from runtime.control_client import ControlClient, ControlError
 from runtime.messages import LIFECYCLE_DECODER, PsReply, PsRequest, RestartRequest
 from runtime.rundir import RunDir
@@ -115,6 +116,12 @@ def probe_latency(speed: float, restarts: int) -> dict[str, Any]:
                     spawned = event.ts_ns
                 elif event.event == "ready" and spawned:
                     ready_ms.append((event.ts_ns - spawned) / 1e6)
+            reply = _ps(client)
+            assert reply is not None, "the manager stopped answering"
+            url = next(r.detail["metrics_url"] for r in reply.rows if r.role == "aggregator")
+            to_journal = top.parse_latency(
+                top.fetch_metrics(url), "stratrun_candle_to_journal_seconds"
+            ).get("probe")
             # the last restart's warm-up is logged just after ready
             log = run_dir.log_file("probe")
             end = time.monotonic() + 10
@@ -136,9 +143,18 @@ def probe_latency(speed: float, restarts: int) -> dict[str, Any]:
             )
         ]
         db.close()
+    journal_us = (
+        {
+            name: (top.quantile(q, to_journal) or float("nan")) * 1e6
+            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999))
+        }
+        if to_journal
+        else {}
+    )
     return {
         "samples": len(latencies),
         "decision_us": floor.percentiles(latencies),
+        "journal_us": journal_us,
         "restart_ready_ms": statistics.median(ready_ms) if ready_ms else float("nan"),
         "warm_candles": statistics.median(w for w, _ in warm) if warm else 0,
         "warm_ms": statistics.median(ms for _, ms in warm) if warm else float("nan"),
@@ -223,6 +239,16 @@ def main() -> None:
                 f"{ours[q]:.0f}",
                 f"{ours[q] / one_way[q]:.1f}x",
                 f"<= {limit:g}x" if limit else "-",
+            )
+        )
+    for q in ("p50", "p90", "p99", "p99.9"):
+        rows.append(
+            _row(
+                f"publish -> journal commit acknowledged {q} (µs, from histogram buckets)",
+                f"{raw_lat['round_trip_us'][q]:.0f} (round trip)",
+                f"{lat['journal_us'].get(q, float('nan')):.0f}",
+                "-",
+                "-",
             )
         )
     rows += [

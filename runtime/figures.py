@@ -50,6 +50,10 @@ class StrategyFigures:
     positions: dict[str, OpenPosition] = field(default_factory=dict)
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     latency_sum_s: float = 0.0
+    journal_latency_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1)
+    )
+    journal_latency_sum_s: float = 0.0
     pending_orders: dict[str, PendingOrder] = field(default_factory=dict)
 
     def copy(self) -> StrategyFigures:
@@ -70,6 +74,8 @@ class StrategyFigures:
             dict(self.positions),
             list(self.latency_counts),
             self.latency_sum_s,
+            list(self.journal_latency_counts),
+            self.journal_latency_sum_s,
             dict(self.pending_orders),
         )
 
@@ -103,6 +109,10 @@ class Figures:
                         for i, count in enumerate(body.latency_counts):
                             fig.latency_counts[i] += count
                         fig.latency_sum_s += body.latency_sum_s
+                    if len(body.journal_latency_counts) == len(fig.journal_latency_counts):
+                        for i, count in enumerate(body.journal_latency_counts):
+                            fig.journal_latency_counts[i] += count
+                        fig.journal_latency_sum_s += body.journal_latency_sum_s
                 case OrderSubmitted():
                     fig.pending_orders[body.order_id] = PendingOrder(
                         body.order_id, body.symbol, body.side, body.quantity, body.reason

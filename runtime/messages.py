@@ -394,6 +394,8 @@ class Stats(_Body, tag="stats", frozen=True):
     gaps: int = 0
     lag_s: float = 0.0
     unrealized_pnl: float = 0.0
+    journal_latency_counts: list[int] = []
+    journal_latency_sum_s: float = 0.0
 
 
 class FeedStatus(_Body, tag="feed", frozen=True):

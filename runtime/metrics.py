@@ -164,14 +164,19 @@ class AggregatorCollector(Collector):
             "From the broker publishing a candle to the strategy having decided on it.",
             labels=["strategy_id"],
         )
+        to_journal = HistogramMetricFamily(
+            "stratrun_candle_to_journal_seconds",
+            "From the broker publishing a candle to the worker holding the acknowledgement "
+            "that the events it caused are committed in the journal.",
+            labels=["strategy_id"],
+        )
         for sid, fig in sorted(snapshot.items()):
-            if any(fig.latency_counts):
-                cumulative, buckets = 0, []
-                for bound, count in zip(LATENCY_BUCKETS_S, fig.latency_counts, strict=False):
-                    cumulative += count
-                    buckets.append((repr(bound), cumulative))
-                buckets.append(("+Inf", cumulative + fig.latency_counts[-1]))
-                latency.add_metric([sid], buckets, fig.latency_sum_s)
+            for family, counts, total in (
+                (latency, fig.latency_counts, fig.latency_sum_s),
+                (to_journal, fig.journal_latency_counts, fig.journal_latency_sum_s),
+            ):
+                if any(counts):
+                    family.add_metric([sid], _cumulative(counts), total)
         yield from (candles, missed, events, positions, pnl, last_seq, rejected, journaled)
         yield from (gaps, backfilled, repeated, lag, stale, duplicates)
         yield from (unrealized, equity, orders, fills, order_rejects)
@@ -190,7 +195,7 @@ class AggregatorCollector(Collector):
             "Events received and waiting for the journal commit (at the last commit).",
         )
         depth.add_metric([], counters.queue_depth)
-        yield from (commits, depth)
+        yield from (commits, depth, to_journal)
         yield latency
         yield from _process_metrics(self._processes.snapshot())
 
@@ -245,3 +250,13 @@ def _process_metrics(rows: list[ProcessRow]) -> Iterator[Metric]:
         for cause in ("watchdog", "memory"):
             kills.add_metric([*key, cause], row.kills.get(cause, 0))
     yield from (up, restarts, rss, uss, cpu, kills, age, published, broker_lag)
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket latency counts as Prometheus' cumulative ``le`` buckets."""
+    cumulative, buckets = 0, []
+    for bound, count in zip(LATENCY_BUCKETS_S, counts, strict=False):
+        cumulative += count
+        buckets.append((repr(bound), float(cumulative)))
+    buckets.append(("+Inf", float(cumulative + counts[-1])))
+    return buckets

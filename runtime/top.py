@@ -76,16 +76,16 @@ def quantile(q: float, histogram: Histogram) -> float | None:
     return lower_bound
 
 
-def parse_latency(text: str) -> dict[str, Histogram]:
-    """The candle-to-decision histogram of each strategy in a Prometheus text scrape."""
+def parse_latency(text: str, name: str = _LATENCY) -> dict[str, Histogram]:
+    """One per-strategy histogram (by default candle-to-decision) in a Prometheus scrape."""
     from prometheus_client.parser import text_string_to_metric_families
 
     found: dict[str, list[tuple[float, float]]] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != _LATENCY:
+        if family.name != name:
             continue
         for sample in family.samples:
-            if sample.name == f"{_LATENCY}_bucket":
+            if sample.name == f"{name}_bucket":
                 sid = sample.labels["strategy_id"]
                 found.setdefault(sid, []).append((float(sample.labels["le"]), sample.value))
     return {sid: Histogram(tuple(sorted(b))) for sid, b in found.items()}

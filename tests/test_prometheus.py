@@ -309,6 +309,7 @@ def test_every_documented_family_is_in_the_scrape(system: System) -> None:
         "stratrun_candles_duplicate_total",
         "stratrun_candles_missed_total",
         "stratrun_candle_to_decision_seconds_bucket",
+        "stratrun_candle_to_journal_seconds_bucket",
         "stratrun_events_total",
         "stratrun_orders_total",
         "stratrun_fills_total",

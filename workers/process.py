@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,9 @@ class _Worker:
         self.runner: StrategyRunner | None = None
         self.candles_before = 0
         self.latency = LatencyCounts()
+        self.journal_latency = LatencyCounts()
+        # (last event seq of a batch, publish time of the live candle that caused it)
+        self.awaiting_ack: deque[tuple[int, int]] = deque(maxlen=10_000)
         self.lag_s = 0.0
         self.held: dict[str, list[Candle]] = {}  # per stream: candles after a hole not yet filled
         self.next_retry = 0.0
@@ -507,7 +511,10 @@ class _Worker:
             lag = (time.time_ns() - candle.publish_ns) / 1e9
             self.latency.add(lag)
             self.lag_s = lag
-        runner.outbox.flush(self.seqs.last, self.epoch)
+            if runner.outbox.flush(self.seqs.last, self.epoch):
+                self.awaiting_ack.append((runner.outbox.last_seq, candle.publish_ns))
+        else:
+            runner.outbox.flush(self.seqs.last, self.epoch)
 
     def _flush(self) -> None:
         assert self.runner is not None
@@ -531,6 +538,11 @@ class _Worker:
                 if message.seq > self.runner.outbox.acked_seq:
                     self.last_ack_progress = time.monotonic()
                 self.runner.outbox.ack(message.seq)
+                awaiting = self.awaiting_ack
+                if awaiting and awaiting[0][0] <= message.seq:
+                    now_ns = time.time_ns()
+                    while awaiting and awaiting[0][0] <= message.seq:
+                        self.journal_latency.add((now_ns - awaiting.popleft()[1]) / 1e9)
 
     def _send_frame(self, frame: bytes) -> None:
         try:
@@ -547,6 +559,7 @@ class _Worker:
         self.reported = now
         candles = delta.candles
         counts, total = self.latency.take()
+        journal_counts, journal_total = self.journal_latency.take()
         rss = self.process.memory_info().rss
         self.runner.emit(
             Stats(
@@ -561,6 +574,8 @@ class _Worker:
                 delta.gaps,
                 self.lag_s,
                 self.runner.container.positions.unrealized_pnl,
+                journal_counts,
+                journal_total,
             )
         )
 

@@ -30,5 +30,10 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/python -m pytest
 
+# The performance suite: stratrun against the raw pyzmq + msgspec floor, in one run
+# (several minutes); appends its table to benchmarks/RESULTS.md.
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/suite.py --record
+
 clean:
 	rm -rf $(VENV) .stratrun .pytest_cache .mypy_cache .ruff_cache

@@ -32,35 +32,52 @@ from runtime.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "examples" / "data" / "crypto"
+_COUNTER = re.compile(
+    r"^stratrun_(candle_gaps|candles_missed|candles_backfilled)_total"
+    r'\{strategy_id="([^"]+)"\} (\S+)$'
+)
 _BUCKET = re.compile(
     r'^stratrun_candle_to_decision_seconds_bucket\{le="([^"]+)",strategy_id="([^"]+)"\} (\S+)$'
 )
 
 
-def config(workers: int, speed: float) -> str:
+SYMBOLS = ["ETH-BTC", "LTC-BTC", "ADA-BTC", "DASH-BTC", "TRX-BTC", "XLM-BTC", "XMR-BTC", "ZEC-BTC"]
+
+
+def config(workers: int, speed: float, symbols: int = 2) -> str:
+    """N SMA workers spread round-robin over the first ``symbols`` bundled 5m pairs."""
     text = f"""
 [broker]
 speed = {speed}
-[[broker.feeds]]
-symbol = "ETH-BTC"
-timeframe = "5m"
-path = "{DATA / "ETH-BTC-5m.csv"}"
-[[broker.feeds]]
-symbol = "LTC-BTC"
-timeframe = "5m"
-path = "{DATA / "LTC-BTC-5m.csv"}"
 [aggregator]
 metrics_port = 0
 [defaults]
 timeframe = "5m"
 """
+    for symbol in SYMBOLS[:symbols]:
+        text += (
+            f'\n[[broker.feeds]]\nsymbol = "{symbol}"\ntimeframe = "5m"\n'
+            f'path = "{DATA / f"{symbol}-5m.csv"}"\n'
+        )
     for i in range(workers):
-        symbol = "ETH-BTC" if i % 2 == 0 else "LTC-BTC"
+        symbol = SYMBOLS[i % symbols]
         text += (
             f'\n[[strategies]]\nid = "s{i}"\nclass = "workers.strategies.sma_cross:SmaCross"\n'
             f'symbols = ["{symbol}"]\nparams = {{ fast = {3 + i % 5}, slow = {20 + i % 7} }}\n'
         )
     return text
+
+
+def data_path_counts(url: str) -> dict[str, float]:
+    """Gaps, candles lost and candles backfilled, summed over strategies, from one scrape."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = defaultdict(float)
+    for line in text.splitlines():
+        match = _COUNTER.match(line)
+        if match:
+            totals[match[1]] += float(match[3])
+    return dict(totals)
 
 
 def histogram(url: str) -> dict[str, dict[float, float]]:
@@ -89,10 +106,10 @@ def _p99_bucket(buckets: dict[float, float]) -> float:
     return float("inf")
 
 
-def run(workers: int, speed: float, window_s: float) -> dict[str, Any]:
+def run(workers: int, speed: float, window_s: float, symbols: int = 2) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stratrun-cap-") as tmp:
         cfg = Path(tmp) / "capacity.toml"
-        cfg.write_text(config(workers, speed))
+        cfg.write_text(config(workers, speed, symbols))
         run_dir = RunDir.at(Path(tmp) / "run")
         manager = subprocess.Popen(
             [sys.executable, "-m", "runtime", "--run-dir", str(run_dir.root), "up", str(cfg)],
@@ -121,6 +138,7 @@ def run(workers: int, speed: float, window_s: float) -> dict[str, Any]:
             before = histogram(url)
             time.sleep(window_s)  # the measured window: candles flow, workers decide
             after = histogram(url)
+            counts = data_path_counts(url)
         finally:
             if manager.poll() is None:
                 manager.send_signal(signal.SIGTERM)
@@ -140,6 +158,9 @@ def run(workers: int, speed: float, window_s: float) -> dict[str, Any]:
         "p99_bucket": _p99_bucket(overall),
         "worst_within_10ms": _share_within(worst, 0.01),
         "worst_p99_bucket": _p99_bucket(worst),
+        "gaps": counts.get("candle_gaps", 0.0),
+        "missed": counts.get("candles_missed", 0.0),
+        "backfilled": counts.get("candles_backfilled", 0.0),
     }
 
 
@@ -148,6 +169,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[10, 25, 50, 100])
     parser.add_argument("--speed", type=float, default=1500.0, help="5 candles/s per stream")
     parser.add_argument("--window", type=float, default=20.0, help="measured seconds")
+    parser.add_argument("--symbols", type=int, default=2, choices=range(1, len(SYMBOLS) + 1))
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     args = parser.parse_args()
     lines = [
@@ -157,7 +179,7 @@ def main() -> None:
     ]
     largest = 0
     for n in args.workers:
-        r = run(n, args.speed, args.window)
+        r = run(n, args.speed, args.window, args.symbols)
         if r["p99_bucket"] <= 0.01 and r["worst_p99_bucket"] <= 0.01:
             largest = max(largest, n)
         lines.append(
@@ -172,7 +194,7 @@ def main() -> None:
         record(
             "Capacity",
             (
-                "N SMA workers, half on each of two 5-minute streams replayed at "
+                f"N SMA workers spread over {args.symbols} 5-minute streams replayed at "
                 f"{args.speed:g}x ({args.speed / 300:g} candles/s per stream); latency from the "
                 "broker's publish to the worker's decision, read from the aggregator's "
                 "histogram over the window (bucket bounds 0.5, 1, 2.5, 5, 10, 25 ms ...)."

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -22,7 +21,7 @@ from _results import record
 
 from broker.csv_source import read_candles
 from runtime.config import StrategyConfig
-from runtime.messages import ENCODER, Candle, Event, Stats
+from runtime.messages import Candle, Stats
 from workers.outbox import Outbox
 from workers.runner import StrategyRunner
 
@@ -62,19 +61,8 @@ def _percentile(sorted_ns: list[int], q: float) -> float:
     return float(sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))])
 
 
-def _encode_into(sink: list[bytes]) -> Callable[[Event], None]:
-    def send(event: Event) -> None:
-        sink.append(ENCODER.encode(event))
-
-    return send
-
-
-def _discard(event: Event) -> None:
+def _discard(frame: bytes) -> None:
     pass
-
-
-def _encode_and_discard(event: Event) -> None:
-    ENCODER.encode(event)
 
 
 def decision_times(rounds: int) -> tuple[list[int], int]:
@@ -86,13 +74,16 @@ def decision_times(rounds: int) -> tuple[list[int], int]:
     events = 0
     for _ in range(rounds):
         encoded: list[bytes] = []
-        outbox = Outbox("bench", 0, _encode_into(encoded))
+        outbox = Outbox("bench", 0, encoded.append)
+        cursor = {"ETH-BTC|5m": 0}
         runner = StrategyRunner(config, outbox)
         runner.start()
         clock = time.perf_counter_ns
         for candle in candles:
             start = clock()
             runner.on_candle(candle)
+            cursor["ETH-BTC|5m"] = candle.seq
+            outbox.flush(cursor)  # as the worker does: the candle's events in one frame
             timings.append(clock() - start)
             outbox.ack(outbox.last_seq)  # as the aggregator would, so the outbox stays small
         runner.stop()
@@ -109,10 +100,12 @@ def event_cost(count: int) -> tuple[float, float]:
         outbox.emit(body)
         outbox.ack(outbox.last_seq)
     tag_ns = (time.perf_counter_ns() - start) / count
-    encoded = Outbox("bench", 0, _encode_and_discard)
+    encoded = Outbox("bench", 0, _discard)
+    cursor = {"ETH-BTC|5m": 1}
     start = time.perf_counter_ns()
     for _ in range(count):
         encoded.emit(body)
+        encoded.flush(cursor)
         encoded.ack(encoded.last_seq)
     both_ns = (time.perf_counter_ns() - start) / count
     return tag_ns, both_ns

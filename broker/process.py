@@ -1,21 +1,27 @@
-"""The broker process: replay candles on PUB, heartbeat, start when the manager says so."""
+"""The broker process: replay candles on PUB, heartbeat, start when the manager says so,
+answer history requests on a ROUTER, and resume the replay where it was after a restart."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import uuid
 from collections import deque
 from typing import Any
 
+import msgspec
 import zmq
 
 from broker.csv_source import CsvError, Row, read_candles
+from broker.cursor import ReplayCursor
+from broker.history import History
 from broker.replay import Replay, Stream
 from broker.resample import Resampler
 from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
 from runtime.messages import (
     HEARTBEAT_TOPIC,
+    HISTORY_REQUEST_DECODER,
     Candle,
     ChildHeartbeat,
     FeedHeartbeat,
@@ -23,14 +29,12 @@ from runtime.messages import (
     candle_topic,
 )
 from runtime.specs import BrokerSpec, read_spec
-from runtime.transport import close_all, open_socket, send_topic
+from runtime.transport import RejectCounter, close_all, open_socket, send_to_peer, send_topic
 
 __all__ = ["main"]
 
 # Before the replay starts, heartbeats double as the subscription handshake: send them often.
 _HANDSHAKE_INTERVAL_S = 0.05
-# Room for bursts at speed 0; beyond it XPUB_NODROP makes sends wait rather than drop.
-_SEND_HWM = 100_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args[0])
     if not isinstance(spec, BrokerSpec):
         raise SystemExit(f"{args[0]} is not a broker spec")
-    log = setup_logging("broker", spec.log_level)
+    log = setup_logging("broker", spec.name, spec.log_level, spec.log)
     name_process("broker", spec.name, args[0])
     stop = StopFlag()
     try:
@@ -50,78 +54,146 @@ def main(argv: list[str] | None = None) -> int:
     replay = Replay(streams, spec.broker.speed)
     incarnation = uuid.uuid4().hex[:12]
     ctx: zmq.Context[Any] = zmq.Context()
-    pub = sup = None
+    pub = sup = history_sock = None
     try:
-        pub = open_socket(ctx, zmq.XPUB, sndhwm=_SEND_HWM)
+        pub = open_socket(ctx, zmq.XPUB, sndhwm=spec.broker.send_hwm)
         if spec.broker.speed == 0:
             pub.setsockopt(zmq.XPUB_NODROP, 1)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only a topic's first
         pub.bind(spec.endpoints.market_data)
+        if spec.endpoints.history:
+            history_sock = open_socket(ctx, zmq.ROUTER, bind=spec.endpoints.history)
         sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "broker")
+        publisher = _Publisher(pub, replay, spec)
+        cursor = ReplayCursor(spec.cursor_file, spec.epoch, [s.key for s in streams])
+        resumed = cursor.load()
+        if resumed:
+            publisher.skip(resumed)
         log.info(
-            "broker %s: %d streams, %d candles, speed %g",
+            "broker %s: %d streams, %d candles, speed %g, epoch %s%s",
             incarnation,
             len(streams),
             sum(len(s.rows) for s in streams),
             spec.broker.speed,
+            spec.epoch or "-",
+            f", resuming after {resumed} candles" if resumed else "",
         )
         sup.ready()
-        _serve(pub, sup, replay, spec, incarnation, stop, log)
+        _Server(pub, history_sock, sup, publisher, spec, incarnation, cursor, log).serve(stop)
+        cursor.save(replay.replayed)
         log.info("broker stopping")
         return 0
     finally:
-        close_all(pub, sup.socket if sup else None)
+        close_all(pub, history_sock, sup.socket if sup else None)
         ctx.term()
 
 
-def _serve(
-    pub: zmq.Socket[Any],
-    sup: SupervisionLink,
-    replay: Replay,
-    spec: BrokerSpec,
-    incarnation: str,
-    stop: StopFlag,
-    log: Any,
-) -> None:
-    poller = zmq.Poller()
-    poller.register(pub, zmq.POLLIN)
-    poller.register(sup.socket, zmq.POLLIN)
-    publisher = _Publisher(pub, replay, spec)
-    started = False
-    started_at = 0.0
-    published = 0
-    announced_end = False
-    next_heartbeat = 0.0
-    interval = spec.broker.heartbeat_interval_s
-    while not stop.set:
-        now = time.monotonic()
-        if now >= next_heartbeat:
-            beat = FeedHeartbeat(
-                incarnation, time.time_ns(), {s.key: s.last_seq for s in publisher.streams}, started
-            )
+class _Server:
+    """The broker's loop: heartbeats, the paced replay, history requests, manager commands."""
+
+    def __init__(
+        self,
+        pub: zmq.Socket[Any],
+        history_sock: zmq.Socket[Any] | None,
+        sup: SupervisionLink,
+        publisher: _Publisher,
+        spec: BrokerSpec,
+        incarnation: str,
+        cursor: ReplayCursor,
+        log: logging.Logger,
+    ) -> None:
+        self.pub = pub
+        self.history_sock = history_sock
+        self.sup = sup
+        self.publisher = publisher
+        self.spec = spec
+        self.incarnation = incarnation
+        self.cursor = cursor
+        self.log = log
+        self.rejects = RejectCounter()
+
+    def serve(self, stop: StopFlag) -> None:
+        pub, sup, publisher = self.pub, self.sup, self.publisher
+        replay = publisher.replay
+        poller = zmq.Poller()
+        poller.register(pub, zmq.POLLIN)
+        poller.register(sup.socket, zmq.POLLIN)
+        if self.history_sock is not None:
+            poller.register(self.history_sock, zmq.POLLIN)
+        started = False
+        started_at = 0.0
+        published = 0
+        announced_end = False
+        next_heartbeat = 0.0
+        interval = self.spec.broker.heartbeat_interval_s
+        while not stop.set:
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self._heartbeat(started)
+                if started:
+                    self.cursor.save(replay.replayed)
+                next_heartbeat = now + (interval if started else _HANDSHAKE_INTERVAL_S)
+            if sup.heartbeat_due(now):
+                sup.heartbeat(
+                    now, ChildHeartbeat(sup.name, candles=published, lag_s=publisher.lag_s)
+                )
+            wait_s = next_heartbeat - now
+            if started:
+                wait_s = min(wait_s, replay.seconds_until_next(now - started_at))
+            events = dict(poller.poll(max(0, int(wait_s * 1000))))
+            if pub in events and _heartbeat_subscribed(pub):
+                next_heartbeat = 0.0  # a subscriber just joined: answer it at once (handshake)
+            if self.history_sock is not None and self.history_sock in events:
+                self._answer_history()
+            if sup.socket in events:
+                for command in sup.receive():
+                    if isinstance(command, StartFeed) and not started:
+                        # A resumed replay goes on from where it was, not from its start.
+                        started, started_at = True, time.monotonic() - replay.offset_s()
+                        self.log.info("feed started")
+            if started:
+                published += publisher.publish_due(time.monotonic() - started_at, stop)
+                if replay.finished and not announced_end:
+                    self.log.info(
+                        "replay finished after %d candles; heartbeats continue", published
+                    )
+                    self.cursor.save(replay.replayed)
+                    announced_end = True
+
+    def _heartbeat(self, started: bool) -> None:
+        beat = FeedHeartbeat(
+            self.incarnation,
+            time.time_ns(),
+            {s.key: s.last_seq for s in self.publisher.streams},
+            started,
+            self.spec.epoch,
+        )
+        try:
+            send_topic(self.pub, HEARTBEAT_TOPIC, beat, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # a full subscriber at speed 0; the next heartbeat will do
+
+    def _answer_history(self) -> None:
+        """Answer every queued request; a malformed one is counted and dropped."""
+        assert self.history_sock is not None
+        for _ in range(100):
             try:
-                send_topic(pub, HEARTBEAT_TOPIC, beat, zmq.NOBLOCK)
+                frames = self.history_sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                pass  # a full subscriber at speed 0; the next heartbeat will do
-            next_heartbeat = now + (interval if started else _HANDSHAKE_INTERVAL_S)
-        if sup.heartbeat_due(now):
-            sup.heartbeat(now, ChildHeartbeat(sup.name, candles=published))
-        wait_s = next_heartbeat - now
-        if started:
-            wait_s = min(wait_s, replay.seconds_until_next(now - started_at))
-        events = dict(poller.poll(max(0, int(wait_s * 1000))))
-        if pub in events and _heartbeat_subscribed(pub):
-            next_heartbeat = 0.0  # a subscriber just joined: answer it at once (handshake)
-        if sup.socket in events:
-            for command in sup.receive():
-                if isinstance(command, StartFeed) and not started:
-                    started, started_at = True, time.monotonic()
-                    log.info("feed started")
-        if started:
-            published += publisher.publish_due(time.monotonic() - started_at, stop)
-            if replay.finished and not announced_end:
-                log.info("replay finished after %d candles; heartbeats continue", published)
-                announced_end = True
+                return
+            if len(frames) != 2:
+                self.rejects.add("history", "frame_count")
+                continue
+            try:
+                request = HISTORY_REQUEST_DECODER.decode(frames[1])
+            except msgspec.DecodeError:
+                self.rejects.add("history", "decode")
+                continue
+            reply = self.publisher.history.answer(request, self.incarnation)
+            try:
+                send_to_peer(self.history_sock, frames[0], reply)
+            except zmq.Again:
+                pass  # the requester is gone or full; it asks again after its timeout
 
 
 _HEARTBEAT_SUBSCRIBE = b"\x01" + HEARTBEAT_TOPIC
@@ -152,7 +224,7 @@ class _Publisher:
 
     def __init__(self, pub: zmq.Socket[Any], replay: Replay, spec: BrokerSpec) -> None:
         self._pub = pub
-        self._replay = replay
+        self.replay = replay
         self._backlog: deque[Candle] = deque()
         self.derived: dict[str, list[tuple[Stream, Resampler]]] = {}
         for feed in spec.broker.feeds:
@@ -160,11 +232,15 @@ class _Publisher:
                 (Stream(feed.symbol, tf, ()), Resampler(feed.timeframe, tf))
                 for tf in feed.resample_to
             ]
+        self.history = History([s.key for s in self.streams], spec.broker.history_limit)
+        self.lag_s = 0.0  # behind the paced schedule, at the last candle sent
+        self._derived_by_pair = {tuple(k.split("|")): v for k, v in self.derived.items()}
+        self._topics: dict[tuple[str, str], bytes] = {}
 
     @property
     def streams(self) -> list[Stream]:
         """Every stream published: the replayed ones and the resampled ones."""
-        return [*self._replay.streams, *(s for d in self.derived.values() for s, _ in d)]
+        return [*self.replay.streams, *(s for d in self.derived.values() for s, _ in d)]
 
     def publish_due(self, elapsed_s: float, stop: StopFlag) -> int:
         """Publish what is due by ``elapsed_s``; returns how many candles went out."""
@@ -175,32 +251,55 @@ class _Publisher:
                 if not self._send(self._backlog[0]):
                     break
                 self._backlog.popleft()
-            elif self._replay.seconds_until_next(elapsed_s) == 0.0:
-                candle = self._replay.peek(time.time_ns())
+            elif self.replay.seconds_until_next(elapsed_s) == 0.0:
+                due_s = self.replay.offset_s()
+                candle = self.replay.peek(time.time_ns())
                 assert candle is not None
                 if not self._send(candle):
                     break
-                self._replay.advance()
+                self.lag_s = max(0.0, elapsed_s - due_s)
+                self.replay.advance()
                 self._resample(candle)
             else:
                 break
             sent += 1
         return sent
 
+    def skip(self, count: int) -> None:
+        """Go past the first ``count`` candles without sending them (a resumed replay).
+
+        They, and the higher-timeframe candles built from them, go into the history as if
+        published: that is what the broker before the restart had sent.
+        """
+        while self.replay.replayed < count and not self.replay.finished:
+            candle = self.replay.peek(0)
+            assert candle is not None
+            self.history.append(candle)
+            self.replay.advance()
+            self._resample(candle)
+            while self._backlog:
+                self.history.append(self._backlog.popleft())
+
     def _send(self, candle: Candle) -> bool:
+        key = (candle.symbol, candle.timeframe)
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = candle_topic(*key)
         try:
-            send_topic(
-                self._pub, candle_topic(candle.symbol, candle.timeframe), candle, zmq.NOBLOCK
-            )
+            send_topic(self._pub, topic, candle, zmq.NOBLOCK)
         except zmq.Again:
             return False  # subscribers are full (speed 0): try again on the next turn
+        self.history.append(candle)
         return True
 
     def _resample(self, candle: Candle) -> None:
+        derived = self._derived_by_pair.get((candle.symbol, candle.timeframe))
+        if not derived:
+            return
         row = Row(
             candle.open_time, candle.open, candle.high, candle.low, candle.close, candle.volume
         )
-        for stream, resampler in self.derived.get(f"{candle.symbol}|{candle.timeframe}", ()):
+        for stream, resampler in derived:
             for bar in resampler.update(row):
                 stream.last_seq += 1
                 self._backlog.append(

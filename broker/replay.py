@@ -46,6 +46,7 @@ class Replay:
         )
         self._next = next(self._order, None)
         self._t0 = self._next[0] if self._next else 0
+        self.replayed = 0  # candles advanced past, all streams together: the resume cursor
 
     @property
     def finished(self) -> bool:
@@ -84,4 +85,11 @@ class Replay:
         if self._next is None:
             return
         self.streams[self._next[1]].last_seq += 1
+        self.replayed += 1
         self._next = next(self._order, None)
+
+    def offset_s(self) -> float:
+        """Seconds into the paced schedule at which the next candle is due (0 at speed 0)."""
+        if self._next is None or self.speed == 0:
+            return 0.0
+        return (self._next[0] - self._t0) / 1000.0 / self.speed

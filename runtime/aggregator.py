@@ -19,6 +19,7 @@ from runtime.messages import (
     Ack,
     ChildHeartbeat,
     Event,
+    EventBatch,
     Hello,
     ProcessFigures,
     Welcome,
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args[0])
     if not isinstance(spec, AggregatorSpec):
         raise SystemExit(f"{args[0]} is not an aggregator spec")
-    log = setup_logging("aggregator", spec.log_level)
+    log = setup_logging("aggregator", spec.name, spec.log_level, spec.log)
     name_process("aggregator", spec.name, args[0])
     stop = StopFlag()
     journal = Journal(spec.journal)
@@ -99,6 +100,7 @@ class _Intake:
         self._counters = counters
         self._log = log
         self._pending: list[Event] = []
+        self._batches: list[EventBatch] = []
         self._acks: dict[tuple[bytes, str], int] = {}
 
     def receive(self, frames: list[bytes]) -> None:
@@ -117,6 +119,14 @@ class _Intake:
                 self._pending.append(message)
                 key = (identity, message.strategy_id)
                 self._acks[key] = max(self._acks.get(key, 0), message.seq)
+            case EventBatch():
+                # One frame, one commit: a candle's events are journaled all or none.
+                self._pending.extend(message.events)
+                self._batches.append(message)
+                if message.events:
+                    key = (identity, message.strategy_id)
+                    last = message.events[-1].seq
+                    self._acks[key] = max(self._acks.get(key, 0), last)
             case Hello():
                 self.commit()  # so the reply reflects everything received before it
                 self._welcome(identity, message)
@@ -125,7 +135,11 @@ class _Intake:
 
     def commit(self) -> None:
         """Journal the batch in one transaction, then acknowledge it (duplicates included)."""
-        inserted = self._journal.append(self._pending)
+        began = time.perf_counter()
+        queued = len(self._pending)
+        inserted = self._journal.append(self._pending, self._batches)
+        if queued:
+            self._counters.commit(time.perf_counter() - began, queued)
         for event in inserted:
             self._figures.apply(event)
         self._counters.journaled += len(inserted)
@@ -133,6 +147,7 @@ class _Intake:
         for (identity, sid), seq in self._acks.items():
             _reply(self._router, identity, Ack(sid, seq))
         self._pending.clear()
+        self._batches.clear()
         self._acks.clear()
 
     def _welcome(self, identity: bytes, hello: Hello) -> None:
@@ -145,7 +160,17 @@ class _Intake:
             len(fig.positions),
         )
         positions = list(fig.positions.values())
-        welcome = Welcome(hello.strategy_id, fig.last_seq, positions, fig.realized_pnl, fig.candles)
+        epoch, cursor = self._journal.cursor(hello.strategy_id)
+        welcome = Welcome(
+            hello.strategy_id,
+            fig.last_seq,
+            positions,
+            fig.realized_pnl,
+            fig.candles,
+            cursor,
+            list(fig.pending_orders.values()),
+            epoch,
+        )
         _reply(self._router, identity, welcome)
 
 

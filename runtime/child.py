@@ -1,24 +1,28 @@
 """What every child process (broker, aggregator, worker) does the same way.
 
-Logging to stderr (the manager points it at the child's log file), a stop flag set by
-SIGTERM/SIGINT, and the supervision link to the manager: ready once, heartbeats after.
+Logging as JSON lines to the child's own log file (rotated by size, stdout and stderr kept in
+it), a stop flag set by SIGTERM/SIGINT, and the supervision link to the manager: ready once,
+heartbeats after.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 import msgspec
 import setproctitle
 import zmq
 
+from runtime.log_handler import JsonFormatter, LineLogger, RotatingJsonHandler
 from runtime.messages import (
     SUPERVISION_DOWN_DECODER,
     ChildHeartbeat,
@@ -26,6 +30,7 @@ from runtime.messages import (
     Role,
     SupervisionDown,
 )
+from runtime.specs import LogSettings
 from runtime.transport import open_socket, send_payload
 
 __all__ = ["StopFlag", "SupervisionLink", "name_process", "setup_logging"]
@@ -39,16 +44,55 @@ def name_process(role: str, name: str, spec_path: str | Path) -> None:
     setproctitle.setproctitle(title)
 
 
-def setup_logging(name: str, level: str = "info") -> logging.Logger:
-    """Log lines to stderr with a timestamp; returns the process's logger."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
+def setup_logging(
+    name: str, process: str, level: str = "info", settings: LogSettings | None = None
+) -> logging.Logger:
+    """Log JSON lines (:class:`runtime.logfmt.LogLine`) for ``process``; returns logger ``name``.
+
+    With a file in ``settings``, the process writes its log itself, rotated by size: print()
+    becomes INFO lines of logger ``stdout``, and fds 1 and 2 go to the same file (nothing the
+    interpreter or a C library writes there is lost); without one, lines go to stderr.
+    Warnings and uncaught exceptions are logged too.
+    """
+    handler: logging.Handler
+    if settings is not None and settings.file:
+        handler = RotatingJsonHandler(
+            Path(settings.file),
+            process,
+            settings.max_bytes,
+            settings.backups,
+            capture_stdio=True,
+        )
+        # Whole lines only on stderr: half a line there would glue a JSON line onto it.
+        if isinstance(sys.stderr, io.TextIOWrapper):
+            sys.stderr.reconfigure(line_buffering=True)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(process))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers[:]:  # a forked worker inherits the zygote's handlers
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(level.upper())
-    return logging.getLogger(name)
+    logging.captureWarnings(True)
+    log = logging.getLogger(name)
+    sys.excepthook = functools.partial(_log_uncaught, log)
+    if settings is not None and settings.file:
+        sys.stdout = LineLogger(logging.getLogger("stdout"))  # print() becomes INFO lines
+    return log
+
+
+def _log_uncaught(
+    log: logging.Logger,
+    kind: type[BaseException],
+    value: BaseException,
+    tb: TracebackType | None,
+) -> None:
+    """An exception nobody caught: one CRITICAL line with its traceback (not raw stderr)."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    log.critical("uncaught %s: %s", kind.__name__, value, exc_info=(kind, value, tb))
 
 
 class StopFlag:

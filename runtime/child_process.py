@@ -217,16 +217,21 @@ class ChildProcess:
         self.kill_reason = reason
         self.signal_group(signal.SIGKILL)
 
-    def sample(self) -> Resources:
-        """Read RSS, USS and CPU of the process (zeros once it is gone)."""
+    def sample(self, with_uss: bool = True) -> Resources:
+        """Read RSS and CPU of the process, and USS when asked (zeros once it is gone).
+
+        USS costs the kernel a walk of the process's page tables (~0.3 ms for a worker, about
+        20 times RSS), so the manager asks for it less often and keeps the last value.
+        """
         if self._ps is None or not self.alive:
             self.resources = Resources()
             return self.resources
         try:
             with self._ps.oneshot():
-                memory = self._ps.memory_full_info()
+                rss = self._ps.memory_info().rss
                 cpu = self._ps.cpu_percent(None)
-            self.resources = Resources(memory.rss, memory.uss, cpu)
+            uss = _uss_bytes(self._ps) if with_uss else self.resources.uss_bytes
+            self.resources = Resources(rss, uss, cpu)
         except psutil.Error:
             self.resources = Resources()
         return self.resources
@@ -234,6 +239,20 @@ class ChildProcess:
     def uptime_s(self, now: float) -> float:
         live = (ProcessState.STARTING, ProcessState.RUNNING, ProcessState.PAUSED)
         return now - self.started_at if self.state in live or self.alive else 0.0
+
+
+def _uss_bytes(process: psutil.Process) -> int:
+    """Memory only this process holds: its private pages, from /proc/<pid>/smaps_rollup
+    (a summary the kernel adds up, ~3x cheaper than psutil's parse of the full smaps)."""
+    try:
+        with open(f"/proc/{process.pid}/smaps_rollup", "rb") as rollup:
+            return sum(
+                int(line.split()[1]) * 1024
+                for line in rollup
+                if line.startswith((b"Private_Clean:", b"Private_Dirty:", b"Private_Hugetlb:"))
+            )
+    except OSError:
+        return int(process.memory_full_info().uss)
 
 
 def describe_exit(code: int) -> str:

@@ -16,8 +16,10 @@ import psutil
 
 from runtime import events_query as eq
 from runtime.backtest.command import backtest
-from runtime.config import ConfigError, load_config
+from runtime.config import ConfigError, RuntimeConfig, load_config
 from runtime.control_client import ControlClient, ControlError
+from runtime.log_follow import Entry
+from runtime.logfmt import parse_line
 from runtime.manager import AlreadyRunning, Manager, StartupFailed
 from runtime.messages import (
     LIFECYCLE_DECODER,
@@ -28,6 +30,7 @@ from runtime.messages import (
     ErrorReply,
     OkReply,
     PauseRequest,
+    ProcessRow,
     PsReply,
     PsRequest,
     ReloadRequest,
@@ -67,8 +70,9 @@ def main(ctx: click.Context, run_dir: str | None) -> None:
 @click.option(
     "-d", "--detach", is_flag=True, help="Run in the background; return once all are ready."
 )
+@click.option("--log-json", is_flag=True, hidden=True, help="Log to the run directory (up -d).")
 @click.pass_context
-def up(ctx: click.Context, config: str | None, detach: bool) -> None:
+def up(ctx: click.Context, config: str | None, detach: bool, log_json: bool) -> None:
     """Start the system in the foreground (CONFIG defaults to the bundled demo)."""
     path = Path(config) if config else DEMO_CONFIG
     try:
@@ -79,6 +83,8 @@ def up(ctx: click.Context, config: str | None, detach: bool) -> None:
     run_dir = RunDir.at(ctx.obj["run_dir"] or cfg.runtime.run_dir or DEFAULT_RUN_DIR)
     if detach:
         sys.exit(_up_detached(run_dir, Path(cfg.source)))
+    if log_json:
+        _log_to_file(run_dir, cfg.runtime)
     click.echo(f"stratrun: {len(cfg.strategies)} strategies from {cfg.source}")
     try:
         Manager(cfg, run_dir, sys.stdout).run()
@@ -89,6 +95,21 @@ def up(ctx: click.Context, config: str | None, detach: bool) -> None:
         click.echo(f"stratrun: start-up failed: {exc}", err=True)
         sys.exit(1)
     click.echo("stratrun: stopped")
+
+
+def _log_to_file(run_dir: RunDir, settings: RuntimeConfig) -> None:
+    """A detached manager logs JSON lines to ``logs/manager.log`` like every other process:
+    what it would print becomes INFO lines of logger ``manager``."""
+    from runtime.child import setup_logging
+    from runtime.log_handler import LineLogger
+    from runtime.specs import LogSettings
+
+    log = LogSettings(
+        file=str(run_dir.log_file("manager")),
+        max_bytes=settings.log_max_bytes,
+        backups=settings.log_backups,
+    )
+    sys.stdout = LineLogger(setup_logging("manager", "manager", settings.log_level, log))
 
 
 def _up_detached(run_dir: RunDir, config: Path) -> int:
@@ -103,7 +124,10 @@ def _up_detached(run_dir: RunDir, config: Path) -> int:
     log_path = run_dir.log_file("manager")
     with open(log_path, "ab") as log:
         manager = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "--run-dir", str(run_dir.root), "up", str(config)],
+            [
+                *(sys.executable, "-m", "runtime", "--run-dir", str(run_dir.root)),
+                *("up", "--log-json", str(config)),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -115,7 +139,8 @@ def _up_detached(run_dir: RunDir, config: Path) -> int:
         if manager.poll() is not None:
             click.echo(f"stratrun: the manager exited with status {manager.returncode}:", err=True)
             for line in log_path.read_text(errors="replace").splitlines()[-5:]:
-                click.echo(f"  {line}", err=True)
+                parsed, is_json = parse_line(line, "manager")
+                click.echo(f"  {parsed.msg if is_json else line}", err=True)
             return 1
         try:
             reply = client.request(PsRequest(ControlClient.next_id()))
@@ -212,30 +237,70 @@ def down(ctx: click.Context, timeout: float) -> None:
 
 @main.command()
 @click.argument("process_id", required=False)
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (across rotation).")
-@click.option("-n", "--lines", default=20, show_default=True, help="Lines of history to show.")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing new lines (across rotation and restarts)."
+)
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Lines of history to show (per log; from rotated files too when needed).",
+)
+@click.option(
+    "--since", metavar="T", help="From T on: ISO 8601 (UTC unless a zone is given) or 10m, 2h, 1d."
+)
+@click.option(
+    "--level",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+    help="Only lines at this level or above (output outside logging counts as error).",
+)
+@click.option("--grep", "pattern", metavar="RE", help="Only lines whose message matches RE.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON lines as they are.")
 @click.pass_context
-def logs(ctx: click.Context, process_id: str | None, follow: bool, lines: int) -> None:
+def logs(
+    ctx: click.Context,
+    process_id: str | None,
+    follow: bool,
+    lines: int,
+    since: str | None,
+    level: str | None,
+    pattern: str | None,
+    as_json: bool,
+) -> None:
     """Print the log of one strategy (or broker, aggregator); no ID: all, interleaved."""
-    from runtime.log_follow import follow_dir, follow_file, last_lines
+    import re
 
+    from runtime import log_follow as lf
+    from runtime.logfmt import LogFilter, format_ts, level_number
+
+    try:
+        since_ts = format_ts(eq.parse_time(since) / 1e9) if since is not None else ""
+    except eq.TimeSpecError as exc:
+        click.echo(f"stratrun: {exc}", err=True)
+        sys.exit(2)
+    try:
+        regex = re.compile(pattern) if pattern is not None else None
+    except re.error as exc:
+        click.echo(f"stratrun: --grep {pattern!r} is not a regular expression: {exc}", err=True)
+        sys.exit(2)
+    wanted = LogFilter(since_ts, level_number(level) if level else 0, regex)
+    keep = None if wanted == LogFilter() else wanted.keeps
     run_dir = _run_dir(ctx)
+    entries: Iterable[Entry]
     if process_id is None:
         paths = sorted(run_dir.logs_dir.glob("*.log"))
         if not paths:
             click.echo(f"stratrun: no logs in {run_dir.logs_dir}", err=True)
             sys.exit(1)
         width = max(len(p.stem) for p in paths)
-        if not follow:
-            for path in paths:
-                for line in last_lines(path, lines):
-                    click.echo(f"{_prefix(path.stem, width)} {line}")
-            return
-        try:
-            for name, line in follow_dir(run_dir.logs_dir, history=lines):
-                click.echo(f"{_prefix(name, width)} {line}")
-        except KeyboardInterrupt:
-            pass
+        if follow:
+            entries = lf.follow_logs(run_dir.logs_dir, lines, keep)
+        else:
+            merged = [e for p in paths for e in lf.read_history(p, lines, keep)]
+            entries = sorted(merged, key=lambda e: e.line.ts)
+        _print_logs(entries, as_json, width)
         return
     path = run_dir.log_file(process_id)
     if not path.exists():
@@ -246,15 +311,54 @@ def logs(ctx: click.Context, process_id: str | None, follow: bool, lines: int) -
             err=True,
         )
         sys.exit(1)
-    if not follow:
-        for line in last_lines(path, lines):
-            click.echo(line)
-        return
+    entries = lf.follow_log(path, lines, keep) if follow else lf.read_history(path, lines, keep)
+    _print_logs(entries, as_json, 0)
+
+
+def _print_logs(entries: Iterable[Entry], as_json: bool, width: int) -> None:
+    """Write log entries: human-readable, or JSON lines; ``width`` > 0 adds a name prefix."""
+    from runtime.logfmt import encode_line, render
+
     try:
-        for line in follow_file(path, history=lines):
-            click.echo(line)
+        for entry in entries:
+            if as_json:
+                text = entry.text if entry.is_json else encode_line(entry.line).decode()
+                click.echo(text.rstrip("\n"))
+                continue
+            shown = render(entry.line, None if entry.is_json else entry.text)
+            if width:
+                shown = f"{_prefix(entry.line.process, width)} {shown}"
+            click.echo(shown)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        # The reader (head, less) went away: stop quietly, as other Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@main.command()
+@click.option(
+    "-i",
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@click.pass_context
+def top(ctx: click.Context, interval: float, once: bool) -> None:
+    """A refreshing table of the strategies: state, PnL, positions, latency, memory (q quits)."""
+    from runtime import top as top_view
+
+    def rows() -> list[ProcessRow]:
+        reply = _ask(ctx, PsRequest(ControlClient.next_id()))
+        assert isinstance(reply, PsReply)
+        return reply.rows
+
+    top_view.run(top_view.Sampler(rows), interval, once, sys.stdout)
 
 
 _COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green")

@@ -84,6 +84,12 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     zygote:
         Fork workers from a pre-imported process (fast, lean starts; Linux) rather than
         starting each as a new interpreter.
+    log_level:
+        Least level every process logs: debug, info, warning or error.
+    log_max_bytes:
+        A process's log file is rotated before it grows past this (``name.log.1``...).
+    log_backups:
+        Rotated files kept per process (0: the log is emptied when full instead).
     """
 
     run_dir: str | None = None
@@ -94,6 +100,9 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     max_rss_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
     restart: RestartSettings = RestartSettings()
     zygote: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 10 * 2**20
+    log_backups: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
 
 
 class FeedConfig(_Section, kw_only=True, frozen=True):
@@ -125,12 +134,25 @@ class BrokerConfig(_Section, kw_only=True, frozen=True):
         the subscribers take candles.
     heartbeat_interval_s:
         Period of feed heartbeats.
+    history_limit:
+        Candles kept per stream for backfill and warm-up.
+    stale_after_s:
+        A worker that hears nothing from the feed (candle or heartbeat) for this long
+        reports it stale.
+    send_hwm, receive_hwm:
+        Candles queued for one subscriber by the broker, and by the subscriber itself, before
+        the broker drops (paced replay) or waits (speed 0); a subscriber that lost candles
+        backfills them from history.
     feeds:
         The streams to replay.
     """
 
     speed: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     heartbeat_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    history_limit: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    stale_after_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    send_hwm: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    receive_hwm: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     feeds: Annotated[list[FeedConfig], msgspec.Meta(min_length=1)]
 
 
@@ -176,6 +198,8 @@ class _Defaults(_Section, kw_only=True, frozen=True):
     filters: FilterConfig | None = None
     gate: GateConfig | None = None
     max_consecutive_errors: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    warmup_candles: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    max_unacked_events: Annotated[int, msgspec.Meta(ge=10)] | None = None
 
     symbols: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
     timeframe: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)] | None = None
@@ -209,6 +233,12 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
         Rules of the orchestrators (the declarative strategy drives them).
     max_consecutive_errors:
         After this many hook failures in a row the strategy stops itself (state ``errored``).
+    warmup_candles:
+        Candles per stream replayed from the broker's history, without acting, before the
+        strategy decides (indicators and its own state are then warm).
+    max_unacked_events:
+        Events kept in memory while the aggregator does not acknowledge; older ones are
+        spilled to ``<run_dir>/spill/<id>.spill``.
     """
 
     id: Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
@@ -225,6 +255,8 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
     filters: FilterConfig = FilterConfig()
     gate: GateConfig | None = None
     max_consecutive_errors: Annotated[int, msgspec.Meta(ge=1)] = 5
+    warmup_candles: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    max_unacked_events: Annotated[int, msgspec.Meta(ge=10)] = 100_000
 
     @property
     def timeframes(self) -> list[str]:

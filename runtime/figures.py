@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from runtime.messages import (
     LATENCY_BUCKETS_S,
     Event,
+    FeedStatus,
     OpenPosition,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    PendingOrder,
     PositionClosed,
     PositionOpened,
     ProcessRow,
@@ -32,6 +37,12 @@ class StrategyFigures:
     candles: int = 0
     frames_rejected: int = 0
     candles_missed: int = 0
+    candles_backfilled: int = 0
+    candles_duplicate: int = 0
+    gaps: int = 0
+    lag_s: float = 0.0
+    feed_stale: bool = False
+    unrealized_pnl: float = 0.0
     realized_pnl: float = 0.0
     last_seq: int = 0
     last_event_ns: int = 0
@@ -39,12 +50,23 @@ class StrategyFigures:
     positions: dict[str, OpenPosition] = field(default_factory=dict)
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     latency_sum_s: float = 0.0
+    journal_latency_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1)
+    )
+    journal_latency_sum_s: float = 0.0
+    pending_orders: dict[str, PendingOrder] = field(default_factory=dict)
 
     def copy(self) -> StrategyFigures:
         return StrategyFigures(
             self.candles,
             self.frames_rejected,
             self.candles_missed,
+            self.candles_backfilled,
+            self.candles_duplicate,
+            self.gaps,
+            self.lag_s,
+            self.feed_stale,
+            self.unrealized_pnl,
             self.realized_pnl,
             self.last_seq,
             self.last_event_ns,
@@ -52,6 +74,9 @@ class StrategyFigures:
             dict(self.positions),
             list(self.latency_counts),
             self.latency_sum_s,
+            list(self.journal_latency_counts),
+            self.journal_latency_sum_s,
+            dict(self.pending_orders),
         )
 
 
@@ -75,10 +100,27 @@ class Figures:
                     fig.candles += body.candles
                     fig.frames_rejected += body.frames_rejected
                     fig.candles_missed += body.candles_missed
+                    fig.candles_backfilled += body.candles_backfilled
+                    fig.candles_duplicate += body.candles_duplicate
+                    fig.gaps += body.gaps
+                    fig.lag_s = body.lag_s
+                    fig.unrealized_pnl = body.unrealized_pnl
                     if len(body.latency_counts) == len(fig.latency_counts):
                         for i, count in enumerate(body.latency_counts):
                             fig.latency_counts[i] += count
                         fig.latency_sum_s += body.latency_sum_s
+                    if len(body.journal_latency_counts) == len(fig.journal_latency_counts):
+                        for i, count in enumerate(body.journal_latency_counts):
+                            fig.journal_latency_counts[i] += count
+                        fig.journal_latency_sum_s += body.journal_latency_sum_s
+                case OrderSubmitted():
+                    fig.pending_orders[body.order_id] = PendingOrder(
+                        body.order_id, body.symbol, body.side, body.quantity, body.reason
+                    )
+                case OrderFilled() | OrderRejected():
+                    fig.pending_orders.pop(body.order_id, None)
+                case FeedStatus():
+                    fig.feed_stale = body.state == "stale"
                 case PositionOpened():
                     _open(fig.positions, body)
                 case PositionClosed():

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from runtime.messages import EVENT_BODY_JSON_DECODER, EVENT_BODY_JSON_ENCODER, Event
+from runtime.messages import EVENT_BODY_JSON_DECODER, EVENT_BODY_JSON_ENCODER, Event, EventBatch
 
 __all__ = ["Journal"]
 
@@ -27,6 +27,21 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_kind ON events (strategy_id, kind);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (ts_ns);
+CREATE TABLE IF NOT EXISTS cursors (
+    strategy_id TEXT    NOT NULL,
+    stream      TEXT    NOT NULL,
+    epoch       TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (strategy_id, stream)
+);
+"""
+
+# A cursor only moves forward within one feed epoch; a new epoch replaces it.
+_UPSERT_CURSOR = """
+INSERT INTO cursors (strategy_id, stream, epoch, seq) VALUES (?, ?, ?, ?)
+ON CONFLICT (strategy_id, stream) DO UPDATE SET
+    seq = CASE WHEN epoch = excluded.epoch THEN max(seq, excluded.seq) ELSE excluded.seq END,
+    epoch = excluded.epoch
 """
 
 
@@ -40,10 +55,11 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
-    def append(self, events: Sequence[Event]) -> list[Event]:
-        """Write ``events`` in one transaction; returns those that were not already there."""
+    def append(self, events: Sequence[Event], batches: Sequence[EventBatch] = ()) -> list[Event]:
+        """Write ``events`` and the cursors of ``batches`` in one transaction; returns the
+        events that were not already there."""
         inserted: list[Event] = []
-        if not events:
+        if not events and not batches:
             return inserted
         db = self._db
         db.execute("BEGIN")
@@ -62,6 +78,17 @@ class Journal:
                 )
                 if cursor.rowcount == 1:
                     inserted.append(event)
+            for batch in batches:
+                if not batch.cursor:
+                    continue
+                db.execute(
+                    "DELETE FROM cursors WHERE strategy_id = ? AND epoch != ?",
+                    (batch.strategy_id, batch.epoch),
+                )
+                db.executemany(
+                    _UPSERT_CURSOR,
+                    [(batch.strategy_id, k, batch.epoch, v) for k, v in batch.cursor.items()],
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -76,6 +103,15 @@ class Journal:
         )
         for row_id, strategy_id, seq, ts_ns, body in cursor:
             yield row_id, Event(strategy_id, seq, ts_ns, EVENT_BODY_JSON_DECODER.decode(body))
+
+    def cursor(self, strategy_id: str) -> tuple[str, dict[str, int]]:
+        """The feed epoch and per-stream seq the strategy had processed up to."""
+        rows = self._db.execute(
+            "SELECT epoch, stream, seq FROM cursors WHERE strategy_id = ? ORDER BY stream",
+            (strategy_id,),
+        ).fetchall()
+        epoch = rows[0][0] if rows else ""
+        return epoch, {stream: seq for e, stream, seq in rows if e == epoch}
 
     def close(self) -> None:
         self._db.close()

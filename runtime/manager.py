@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import msgspec
+import psutil
 import setproctitle
 import zmq
 
@@ -28,6 +30,7 @@ from runtime.child_process import ChildProcess
 from runtime.config import Config, ConfigError, StrategyConfig, load_config, load_strategies
 from runtime.console import TradeTail
 from runtime.lifecycle import ProcessState, Trigger, next_state
+from runtime.logfmt import parse_line
 from runtime.messages import (
     CONTROL_REQUEST_DECODER,
     SUPERVISION_UP_DECODER,
@@ -59,7 +62,15 @@ from runtime.messages import (
 )
 from runtime.restart_policy import RestartPolicy
 from runtime.rundir import RunDir
-from runtime.specs import AggregatorSpec, BrokerSpec, ChildSpec, Endpoints, WorkerSpec, write_spec
+from runtime.specs import (
+    AggregatorSpec,
+    BrokerSpec,
+    ChildSpec,
+    Endpoints,
+    LogSettings,
+    WorkerSpec,
+    write_spec,
+)
 from runtime.transport import (
     RejectCounter,
     close_all,
@@ -74,6 +85,7 @@ __all__ = ["AlreadyRunning", "Manager", "StartupFailed"]
 
 _TICK_MS = 50
 _SAMPLE_EVERY_S = 1.0
+_USS_EVERY = 5  # samples between two USS readings of one process
 _LIVE = (ProcessState.STARTING, ProcessState.RUNNING, ProcessState.PAUSED)
 
 
@@ -128,11 +140,14 @@ class Manager:
             events=run_dir.endpoint("events"),
             supervision=run_dir.endpoint("supervision"),
             control=run_dir.endpoint("control"),
+            history=run_dir.endpoint("history"),
         )
+        self.epoch = _surviving_epoch(run_dir) or uuid.uuid4().hex[:12]
         self.children: dict[str, ChildProcess] = {}
         self.start_order: list[str] = []
         self.rejects = RejectCounter()
         self.stopping = False
+        self._samples = 0
         self.feed_started = False
         self.pending: dict[str, _Pending] = {}
         self.group_ops: list[_GroupOp] = []
@@ -204,12 +219,21 @@ class Manager:
             ),
             (
                 "broker",
-                BrokerSpec(name="broker", endpoints=self.endpoints, broker=self.config.broker),
+                self._broker_spec(self.config),
             ),
         ]
         specs += [("worker", self._worker_spec(s)) for s in self.config.strategies]
         for role, spec in specs:
             self._declare(role, spec)
+
+    def _broker_spec(self, config: Config) -> BrokerSpec:
+        return BrokerSpec(
+            name="broker",
+            endpoints=self.endpoints,
+            broker=config.broker,
+            cursor_file=str(self.run_dir.root / "replay_cursor.json"),
+            epoch=self.epoch,
+        )
 
     def _worker_spec(self, strategy: StrategyConfig) -> WorkerSpec:
         return WorkerSpec(
@@ -218,17 +242,31 @@ class Manager:
             strategy=strategy,
             ready_timeout_s=self.config.runtime.ready_timeout_s,
             plugin_paths=self.config.runtime.plugin_paths,
+            market_data_hwm=self.config.broker.receive_hwm,
+            spill_dir=str(self.run_dir.root / "spill"),
+            feed_stale_after_s=self.config.broker.stale_after_s,
+            max_unacked_events=strategy.max_unacked_events,
         )
 
     def _declare(self, role: Role, spec: ChildSpec) -> ChildProcess:
         path = self.run_dir.specs_dir / f"{spec.name}.json"
-        digest = write_spec(path, spec)
+        digest = self._write_spec(path, spec)
         policy = RestartPolicy(self.config.runtime.restart)
         child = ChildProcess(spec.name, role, path, self.run_dir.log_file(spec.name), policy)
         child.spec_digest = digest
         self.children[spec.name] = child
         self.start_order.append(spec.name)
         return child
+
+    def _write_spec(self, path: Path, spec: ChildSpec) -> str:
+        """Write ``spec`` with the config's log settings (the child's own log file)."""
+        rt = self.config.runtime
+        log = LogSettings(
+            file=str(self.run_dir.log_file(spec.name)),
+            max_bytes=rt.log_max_bytes,
+            backups=rt.log_backups,
+        )
+        return write_spec(path, msgspec.structs.replace(spec, log_level=rt.log_level, log=log))
 
     def _adopt_survivors(self) -> None:
         """Take over the processes an earlier manager of this run directory left running.
@@ -380,10 +418,14 @@ class Manager:
 
     def _sample_resources(self) -> None:
         cap = self.config.runtime.max_rss_mb
-        for child in self.children.values():
+        self._samples += 1
+        for i, child in enumerate(self.children.values()):
             if not child.alive:
                 continue
-            used = child.sample()
+            # USS for a fifth of the processes each second, in turn: every one every 5 s,
+            # without a burst of page-table walks that would delay the workers.
+            with_uss = not child.resources.uss_bytes or (i + self._samples) % _USS_EVERY == 0
+            used = child.sample(with_uss)
             over = cap is not None and child.role == "worker" and used.rss_bytes > cap * 2**20
             if over and not child.kill_reason and child.state is not ProcessState.STOPPING:
                 reason = f"memory cap: RSS {used.rss_bytes / 2**20:.0f} MiB > {cap:g} MiB"
@@ -567,7 +609,7 @@ class Manager:
                 started.append(name)
                 continue
             child = self.children[name]
-            digest = write_spec(child.spec_path, spec)
+            digest = self._write_spec(child.spec_path, spec)
             if digest == child.spec_digest:
                 same += 1
                 continue
@@ -595,7 +637,7 @@ class Manager:
         for child, spec in (
             (
                 self.children["broker"],
-                BrokerSpec(name="broker", endpoints=self.endpoints, broker=new.broker),
+                self._broker_spec(new),
             ),
             (
                 self.children["aggregator"],
@@ -607,7 +649,7 @@ class Manager:
                 ),
             ),
         ):
-            digest = write_spec(child.spec_path, spec)
+            digest = self._write_spec(child.spec_path, spec)
             if digest != child.spec_digest:
                 child.spec_digest = digest
                 notes.append(f"{child.name} changed: stratrun restart {child.name} to apply it")
@@ -801,6 +843,8 @@ class Manager:
                     r.cpu_percent,
                     c.kill_reason or c.last_exit,
                     dict(c.kills),
+                    round(now - c.last_heartbeat, 3) if c.alive and c.last_heartbeat else 0.0,
+                    f.lag_s,
                 )
             )
         return rows
@@ -883,6 +927,7 @@ class Manager:
         state = {
             "manager_pid": os.getpid(),
             "config": self.config.source,
+            "epoch": self.epoch,
             "children": {
                 c.name: {
                     "role": c.role,
@@ -920,4 +965,25 @@ def _last_error_line(log_path: Path) -> str:
         lines = log_path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "no log"
-    return lines[-1] if lines else "no output"
+    if not lines:
+        return "no output"
+    line, is_json = parse_line(lines[-1], log_path.stem)
+    return line.msg if is_json else lines[-1]
+
+
+def _surviving_epoch(run_dir: RunDir) -> str:
+    """The feed epoch of a broker an earlier manager left running (it will be adopted and
+    goes on with its replay), or "" when there is none: a new ``up`` starts a new replay."""
+    try:
+        state = json.loads(run_dir.state_file.read_text())
+        record = state["children"]["broker"]
+        pid, create_time = int(record["pid"]), float(record["create_time"])
+        epoch = str(state["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    try:
+        if pid and abs(psutil.Process(pid).create_time() - create_time) < 0.01:
+            return epoch
+    except psutil.Error:
+        pass
+    return ""

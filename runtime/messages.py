@@ -24,6 +24,9 @@ __all__ = [
     "EVENT_BODY_JSON_ENCODER",
     "FEED_HEARTBEAT_DECODER",
     "HEARTBEAT_TOPIC",
+    "HISTORY_PAGE",
+    "HISTORY_REPLY_DECODER",
+    "HISTORY_REQUEST_DECODER",
     "LATENCY_BUCKETS_S",
     "LIFECYCLE_DECODER",
     "LIFECYCLE_TOPIC",
@@ -41,12 +44,16 @@ __all__ = [
     "Error",
     "ErrorReply",
     "Event",
+    "EventBatch",
     "EventBody",
     "EventsDown",
     "EventsUp",
     "FeedHeartbeat",
+    "FeedStatus",
     "Heartbeat",
     "Hello",
+    "HistoryReply",
+    "HistoryRequest",
     "LifecycleEvent",
     "Log",
     "NamedRequest",
@@ -57,6 +64,7 @@ __all__ = [
     "OrderSubmitted",
     "Pause",
     "PauseRequest",
+    "PendingOrder",
     "PositionClosed",
     "PositionOpened",
     "PositionSide",
@@ -122,7 +130,9 @@ def parse_candle_topic(topic: bytes) -> tuple[str, str] | None:
         return None
 
 
-class Candle(_Wire, array_like=True, frozen=True):
+# gc=False: a candle holds only strings and numbers, so it can never be part of a reference
+# cycle; untracked, the thousands decoded per second never enter the collector's generations.
+class Candle(_Wire, array_like=True, frozen=True, gc=False):
     """One closed OHLCV candle of one stream.
 
     Parameters
@@ -175,12 +185,69 @@ class FeedHeartbeat(_Wire, frozen=True):
         Last published ``seq`` of each stream, keyed ``SYMBOL|TIMEFRAME``.
     started:
         Whether the replay has begun (before it, heartbeats are the subscription handshake).
+    epoch:
+        The replay this feed belongs to: kept across broker restarts (which resume it), new
+        with each ``stratrun up``. Seqs only compare within one epoch.
     """
 
     incarnation: str
     ts_ns: int
     last_seq: dict[str, int]
     started: bool
+    epoch: str = ""
+
+
+# --------------------------------------------------------------------------- history
+
+# Candles in one HistoryReply at most; a client pages through longer ranges. At ~70 bytes a
+# candle this keeps a reply well under the sockets' frame-size cap.
+HISTORY_PAGE = 5000
+
+
+class HistoryRequest(_Wire, tag="history_request", frozen=True):
+    """Ask the broker for the candles of one stream with ``from_seq <= seq <= to_seq``.
+
+    Parameters
+    ----------
+    req_id:
+        Echoed in the reply.
+    stream:
+        ``"SYMBOL|TF"``.
+    from_seq, to_seq:
+        The range wanted; the reply holds at most ``HISTORY_PAGE`` candles from ``from_seq``
+        on (or, with ``from_seq == 0``, the last ``HISTORY_PAGE`` up to ``to_seq``).
+    """
+
+    req_id: int
+    stream: str
+    from_seq: Annotated[int, msgspec.Meta(ge=0)]
+    to_seq: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class HistoryReply(_Wire, tag="history_reply", frozen=True):
+    """The broker's answer: what it still holds of the range asked for.
+
+    Parameters
+    ----------
+    req_id:
+        The request's id.
+    incarnation:
+        The broker's incarnation id.
+    first_seq, last_seq:
+        The oldest and newest seq the broker holds for the stream (0, 0: none, or unknown
+        stream).
+    candles:
+        Consecutive candles of the range, oldest first (``publish_ns`` 0: not live).
+    error:
+        Why nothing was returned ("unknown stream", ...), empty on success.
+    """
+
+    req_id: int
+    incarnation: str
+    first_seq: int
+    last_seq: int
+    candles: list[Candle]
+    error: str = ""
 
 
 # --------------------------------------------------------------------------- events
@@ -329,6 +396,32 @@ class Stats(_Body, tag="stats", frozen=True):
     latency_counts: list[int] = []
     latency_sum_s: float = 0.0
     candles_missed: int = 0
+    candles_backfilled: int = 0
+    candles_duplicate: int = 0
+    gaps: int = 0
+    lag_s: float = 0.0
+    unrealized_pnl: float = 0.0
+    journal_latency_counts: list[int] = []
+    journal_latency_sum_s: float = 0.0
+
+
+class FeedStatus(_Body, tag="feed", frozen=True):
+    """The market-data feed went quiet (``stale``) or came back (``recovered``).
+
+    Parameters
+    ----------
+    state:
+        ``stale`` after no heartbeat or candle for the stale timeout; ``recovered`` when one
+        arrives again.
+    incarnation:
+        The broker incarnation heard last (a new one means the broker restarted).
+    silent_s:
+        How long the feed had been silent.
+    """
+
+    state: Literal["stale", "recovered"]
+    incarnation: str = ""
+    silent_s: float = 0.0
 
 
 class Heartbeat(_Body, tag="heartbeat", frozen=True):
@@ -349,6 +442,7 @@ EventBody = (
     | Error
     | Stats
     | Heartbeat
+    | FeedStatus
 )
 
 
@@ -373,6 +467,29 @@ class Event(_Wire, tag="event", frozen=True):
     body: EventBody
 
 
+class EventBatch(_Wire, tag="batch", frozen=True):
+    """The events one candle (or one timer tick) produced, journaled together or not at all.
+
+    Parameters
+    ----------
+    strategy_id:
+        The strategy that emitted them.
+    events:
+        In seq order, consecutive; may be empty when only the cursor moved.
+    cursor:
+        ``"SYMBOL|TF"`` -> seq of the last candle the strategy had fully processed when the
+        batch was cut. A restarted worker continues after it: the candles it covers are
+        either in the journal's effects or had none.
+    epoch:
+        The feed epoch the cursor's seqs belong to.
+    """
+
+    strategy_id: str
+    events: list[Event]
+    cursor: dict[str, int] = {}
+    epoch: str = ""
+
+
 class Hello(_Wire, tag="hello", frozen=True):
     """A worker introduces itself to the aggregator and asks where its strategy left off."""
 
@@ -391,6 +508,16 @@ class OpenPosition(_Wire, frozen=True):
     opened_at: int
 
 
+class PendingOrder(_Wire, frozen=True):
+    """An order the journal saw submitted and not yet filled."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    quantity: Quantity
+    reason: str = ""
+
+
 class Welcome(_Wire, tag="welcome", frozen=True):
     """The aggregator's answer to Hello: the last journaled seq and the open positions."""
 
@@ -399,6 +526,9 @@ class Welcome(_Wire, tag="welcome", frozen=True):
     open_positions: list[OpenPosition]
     realized_pnl: float
     candles: int
+    cursor: dict[str, int] = {}
+    pending_orders: list[PendingOrder] = []
+    epoch: str = ""
 
 
 class Ack(_Wire, tag="ack", frozen=True):
@@ -414,7 +544,7 @@ class ProcessFigures(_Wire, tag="process_figures", frozen=True):
     rows: list[ProcessRow]
 
 
-EventsUp = Event | Hello | ProcessFigures
+EventsUp = Event | EventBatch | Hello | ProcessFigures
 EventsDown = Welcome | Ack
 
 # --------------------------------------------------------------------------- supervision
@@ -437,6 +567,7 @@ class ChildHeartbeat(_Wire, tag="heartbeat", frozen=True):
     open_positions: int = 0
     realized_pnl: float = 0.0
     state: str = ""  # a worker's own state when it is not simply running ("errored")
+    lag_s: float = 0.0  # the broker: how far its paced replay runs behind schedule
 
 
 class StartFeed(_Wire, tag="start_feed", frozen=True):
@@ -591,6 +722,8 @@ class ProcessRow(_Wire, frozen=True):
     cpu_percent: float = 0.0
     last_exit: str = ""
     kills: dict[str, int] = {}  # by cause: watchdog, memory
+    heartbeat_age_s: float = 0.0  # since the child's last heartbeat (0 when not running)
+    lag_s: float = 0.0
 
 
 class PsReply(_Wire, tag="ps_reply", frozen=True):
@@ -622,6 +755,8 @@ CANDLE_DECODER = msgspec.msgpack.Decoder(Candle)
 FEED_HEARTBEAT_DECODER = msgspec.msgpack.Decoder(FeedHeartbeat)
 EVENTS_UP_DECODER = msgspec.msgpack.Decoder(EventsUp)
 EVENTS_DOWN_DECODER = msgspec.msgpack.Decoder(EventsDown)
+HISTORY_REQUEST_DECODER = msgspec.msgpack.Decoder(HistoryRequest)
+HISTORY_REPLY_DECODER = msgspec.msgpack.Decoder(HistoryReply)
 SUPERVISION_UP_DECODER = msgspec.msgpack.Decoder(SupervisionUp)
 SUPERVISION_DOWN_DECODER = msgspec.msgpack.Decoder(SupervisionDown)
 LIFECYCLE_DECODER = msgspec.msgpack.Decoder(LifecycleEvent)

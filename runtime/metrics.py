@@ -5,6 +5,7 @@ Workers and the manager send their figures as events; nothing here uses multipro
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,7 +21,10 @@ from runtime.figures import Figures, ProcessTable
 from runtime.messages import LATENCY_BUCKETS_S, ProcessRow
 from runtime.transport import RejectCounter
 
-__all__ = ["AggregatorCollector", "AggregatorCounters"]
+__all__ = ["COMMIT_BUCKETS_S", "AggregatorCollector", "AggregatorCounters"]
+
+# Upper bounds (seconds) of the journal-commit histogram: an fsync'd SQLite commit.
+COMMIT_BUCKETS_S: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
 @dataclass(slots=True)
@@ -30,6 +34,16 @@ class AggregatorCounters:
     rejects: RejectCounter = field(default_factory=RejectCounter)
     journaled: int = 0
     duplicates: int = 0
+    commit_counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS_S) + 1))
+    commit_sum_s: float = 0.0
+    queue_depth: int = 0  # events received and waiting for the last commit
+
+    def commit(self, seconds: float, events: int) -> None:
+        """Count one journal commit of ``events`` events that took ``seconds``."""
+        i = bisect.bisect_left(COMMIT_BUCKETS_S, seconds)
+        self.commit_counts[i] += 1
+        self.commit_sum_s += seconds
+        self.queue_depth = events
 
 
 class AggregatorCollector(Collector):
@@ -54,7 +68,50 @@ class AggregatorCollector(Collector):
         )
         missed = CounterMetricFamily(
             "stratrun_candles_missed",
-            "Candles a strategy never received (a hole in its stream's seq).",
+            "Candles a strategy lost for good (a hole older than the broker's history).",
+            labels=["strategy_id"],
+        )
+        gaps = CounterMetricFamily(
+            "stratrun_candle_gaps",
+            "Holes seen in a stream's seq (candles lost on the way), each then backfilled.",
+            labels=["strategy_id"],
+        )
+        backfilled = CounterMetricFamily(
+            "stratrun_candles_backfilled",
+            "Candles a strategy took from the broker's history (holes, catch-up on restart).",
+            labels=["strategy_id"],
+        )
+        repeated = CounterMetricFamily(
+            "stratrun_candles_duplicate",
+            "Candles received again (a restarted broker resending) and dropped.",
+            labels=["strategy_id"],
+        )
+        lag = GaugeMetricFamily(
+            "stratrun_strategy_lag_seconds",
+            "Broker publish to decision of the strategy's latest live candle.",
+            labels=["strategy_id"],
+        )
+        unrealized = GaugeMetricFamily(
+            "stratrun_unrealized_pnl",
+            "Mark-to-market PnL of the open positions, net of entry fees, in quote currency.",
+            labels=["strategy_id"],
+        )
+        equity = GaugeMetricFamily(
+            "stratrun_equity",
+            "Realized plus unrealized PnL in quote currency (the strategy's equity above its "
+            "starting capital).",
+            labels=["strategy_id"],
+        )
+        orders = CounterMetricFamily(
+            "stratrun_orders", "Orders a strategy submitted.", labels=["strategy_id"]
+        )
+        fills = CounterMetricFamily("stratrun_fills", "Orders filled.", labels=["strategy_id"])
+        order_rejects = CounterMetricFamily(
+            "stratrun_orders_rejected", "Orders rejected.", labels=["strategy_id"]
+        )
+        stale = GaugeMetricFamily(
+            "stratrun_feed_stale",
+            "1 while the strategy's worker hears nothing from the market-data feed.",
             labels=["strategy_id"],
         )
         positions = GaugeMetricFamily(
@@ -76,6 +133,16 @@ class AggregatorCollector(Collector):
         for sid, fig in sorted(snapshot.items()):
             candles.add_metric([sid], fig.candles)
             missed.add_metric([sid], fig.candles_missed)
+            gaps.add_metric([sid], fig.gaps)
+            backfilled.add_metric([sid], fig.candles_backfilled)
+            repeated.add_metric([sid], fig.candles_duplicate)
+            lag.add_metric([sid], fig.lag_s)
+            stale.add_metric([sid], 1.0 if fig.feed_stale else 0.0)
+            unrealized.add_metric([sid], fig.unrealized_pnl)
+            equity.add_metric([sid], fig.realized_pnl + fig.unrealized_pnl)
+            orders.add_metric([sid], fig.events_by_kind.get("order_submitted", 0))
+            fills.add_metric([sid], fig.events_by_kind.get("order_filled", 0))
+            order_rejects.add_metric([sid], fig.events_by_kind.get("order_rejected", 0))
             for kind, count in sorted(fig.events_by_kind.items()):
                 events.add_metric([sid, kind], count)
             positions.add_metric([sid], len(fig.positions))
@@ -97,16 +164,38 @@ class AggregatorCollector(Collector):
             "From the broker publishing a candle to the strategy having decided on it.",
             labels=["strategy_id"],
         )
+        to_journal = HistogramMetricFamily(
+            "stratrun_candle_to_journal_seconds",
+            "From the broker publishing a candle to the worker holding the acknowledgement "
+            "that the events it caused are committed in the journal.",
+            labels=["strategy_id"],
+        )
         for sid, fig in sorted(snapshot.items()):
-            if any(fig.latency_counts):
-                cumulative, buckets = 0, []
-                for bound, count in zip(LATENCY_BUCKETS_S, fig.latency_counts, strict=False):
-                    cumulative += count
-                    buckets.append((repr(bound), cumulative))
-                buckets.append(("+Inf", cumulative + fig.latency_counts[-1]))
-                latency.add_metric([sid], buckets, fig.latency_sum_s)
+            for family, counts, total in (
+                (latency, fig.latency_counts, fig.latency_sum_s),
+                (to_journal, fig.journal_latency_counts, fig.journal_latency_sum_s),
+            ):
+                if any(counts):
+                    family.add_metric([sid], _cumulative(counts), total)
         yield from (candles, missed, events, positions, pnl, last_seq, rejected, journaled)
-        yield duplicates
+        yield from (gaps, backfilled, repeated, lag, stale, duplicates)
+        yield from (unrealized, equity, orders, fills, order_rejects)
+        counters = self._counters
+        commits = HistogramMetricFamily(
+            "stratrun_journal_commit_seconds", "Time of one journal commit (fsync included)."
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip(COMMIT_BUCKETS_S, counters.commit_counts, strict=False):
+            cumulative += count
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", cumulative + counters.commit_counts[-1]))
+        commits.add_metric([], buckets, counters.commit_sum_s)
+        depth = GaugeMetricFamily(
+            "stratrun_aggregator_queue_depth",
+            "Events received and waiting for the journal commit (at the last commit).",
+        )
+        depth.add_metric([], counters.queue_depth)
+        yield from (commits, depth, to_journal)
         yield latency
         yield from _process_metrics(self._processes.snapshot())
 
@@ -136,8 +225,23 @@ def _process_metrics(rows: list[ProcessRow]) -> Iterator[Metric]:
         "Processes the manager killed, by cause (watchdog: no heartbeat; memory: over its cap).",
         labels=[*labels, "cause"],
     )
+    age = GaugeMetricFamily(
+        "stratrun_process_heartbeat_age_seconds",
+        "Since the process's last heartbeat to the manager (the watchdog's measure).",
+        labels=labels,
+    )
+    published = CounterMetricFamily(
+        "stratrun_broker_candles_published", "Candles the broker published (this incarnation)."
+    )
+    broker_lag = GaugeMetricFamily(
+        "stratrun_broker_lag_seconds", "How far the broker's paced replay runs behind schedule."
+    )
     for row in rows:
         key = [row.name, row.role]
+        age.add_metric(key, row.heartbeat_age_s)
+        if row.role == "broker":
+            published.add_metric([], row.candles)
+            broker_lag.add_metric([], row.lag_s)
         up.add_metric(key, 1.0 if row.state in ("running", "paused") else 0.0)
         restarts.add_metric(key, row.restarts)
         rss.add_metric(key, row.rss_bytes)
@@ -145,4 +249,14 @@ def _process_metrics(rows: list[ProcessRow]) -> Iterator[Metric]:
         cpu.add_metric(key, row.cpu_percent / 100.0)
         for cause in ("watchdog", "memory"):
             kills.add_metric([*key, cause], row.kills.get(cause, 0))
-    yield from (up, restarts, rss, uss, cpu, kills)
+    yield from (up, restarts, rss, uss, cpu, kills, age, published, broker_lag)
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket latency counts as Prometheus' cumulative ``le`` buckets."""
+    cumulative, buckets = 0, []
+    for bound, count in zip(LATENCY_BUCKETS_S, counts, strict=False):
+        cumulative += count
+        buckets.append((repr(bound), float(cumulative)))
+    buckets.append(("+Inf", float(cumulative + counts[-1])))
+    return buckets

@@ -18,6 +18,7 @@ __all__ = [
     "BrokerSpec",
     "ChildSpec",
     "Endpoints",
+    "LogSettings",
     "WorkerSpec",
     "read_spec",
     "write_spec",
@@ -31,18 +32,30 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     events: str
     supervision: str
     control: str
+    history: str = ""
+
+
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a child logs (JSON lines; stderr when ``file`` is empty) and how it rotates."""
+
+    file: str = ""
+    max_bytes: int = 10 * 2**20
+    backups: int = 5
 
 
 class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag=True):
     name: str
     endpoints: Endpoints
     log_level: str = "info"
+    log: LogSettings = LogSettings()
 
 
 class BrokerSpec(_Spec, frozen=True):
     """The broker's spec."""
 
     broker: BrokerConfig
+    cursor_file: str = ""
+    epoch: str = ""
 
 
 class AggregatorSpec(_Spec, frozen=True):
@@ -58,6 +71,10 @@ class WorkerSpec(_Spec, frozen=True):
     strategy: StrategyConfig
     ready_timeout_s: float = 15.0
     plugin_paths: list[str] = []
+    market_data_hwm: int = 100_000
+    spill_dir: str = ""
+    feed_stale_after_s: float = 5.0
+    max_unacked_events: int = 100_000
 
 
 ChildSpec = BrokerSpec | AggregatorSpec | WorkerSpec

@@ -103,3 +103,42 @@ class Broken(Strategy):
 
     def on_candle(self, candle: Candle) -> None:
         raise ValueError(f"cannot handle candle {candle.seq}")
+
+
+class SeqRecorder(Strategy):
+    """Reports the seq of every candle it decides on (as a warning: warnings become events),
+    so a test can check it saw each candle once, in order."""
+
+    def on_candle(self, candle: Candle) -> None:
+        self.ctx.log.warning("%d", candle.seq)
+
+
+class SlowParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    sleep_s: float = 0.05
+
+
+class Slow(Strategy):
+    """Takes ``sleep_s`` over every candle: a consumer slower than the feed."""
+
+    Params = SlowParams
+
+    def __init__(self, ctx: StrategyContext, params: msgspec.Struct) -> None:
+        super().__init__(ctx, params)
+        assert isinstance(params, SlowParams)
+        self.sleep_s = params.sleep_s
+
+    def on_candle(self, candle: Candle) -> None:
+        time.sleep(self.sleep_s)
+
+
+class WarmthReporter(Strategy):
+    """Reports, on every candle it acts on, how many candles it had seen by then (its own
+    count: warm-up replays history through it without acting) and the candle's seq."""
+
+    def __init__(self, ctx: StrategyContext, params: msgspec.Struct) -> None:
+        super().__init__(ctx, params)
+        self.seen = 0
+
+    def on_candle(self, candle: Candle) -> None:
+        self.seen += 1
+        self.ctx.log.warning("seen=%d seq=%d", self.seen, candle.seq)

@@ -365,7 +365,7 @@ class _Pair:
         ]
         self.sent: list[list[Event]] = [[], []]
         self.runners = [
-            StrategyRunner(config, Outbox(config.id, 0, sent.append))
+            StrategyRunner(config, Outbox(config.id, 0, _discard, tap=sent.append))
             for config, sent in zip(self.configs, self.sent, strict=True)
         ]
 
@@ -394,7 +394,7 @@ def test_the_walk_finds_what_is_shared() -> None:
         a.container.positions.closed,
         a.container.indicators.get("ETH-BTC", "trend"),
         a.container.analyzers.analyzers[0],
-        a.outbox.unacked,
+        a.outbox._open,
         pair.sent[0],
         a.strategy,
         a.config.params,
@@ -457,3 +457,7 @@ def test_closing_one_strategy_leaves_the_other_trading(candles: list[Candle]) ->
     b.log.warning("b after close")
     logs = [[e.body for e in sent if isinstance(e.body, Log)] for sent in pair.sent]
     assert logs == [[], [Log("warning", "b after close", f"strategy.{b.config.id}")]]
+
+
+def _discard(frame: bytes) -> None:
+    """The wire of a runner tested without a worker: frames go nowhere."""

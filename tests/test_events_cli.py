@@ -323,6 +323,7 @@ def test_unknown_kind_exits_2_listing_the_valid_ones(journaled: Journaled) -> No
         "error",
         "stats",
         "heartbeat",
+        "feed",
     }
 
 

@@ -6,13 +6,14 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime import log_follow
 from runtime.log_follow import follow_file, last_lines
+from tests.harness import wait_until
 
 DEADLINE_S = 5.0
 
@@ -201,3 +202,97 @@ def test_rotation_does_not_glue_an_unterminated_line_onto_the_new_file(
     if got == "cut-off":  # yielding the fragment on its own would be fine too
         got = follower.take(1)[0]
     assert got == "fresh"
+
+
+# --------------------------------------------------------------------------- a real writer
+
+
+def test_logs_follow_reads_every_line_across_rotations_by_a_live_writer(tmp_path: Path) -> None:
+    """A process logging JSON lines rotates its 4 KiB file again and again while
+    `stratrun logs -f --json` follows it: every line arrives, in order, none twice.
+
+    The writer logs in batches smaller than a file (so at most one rotation between two
+    reads by the follower), each batch once the follower has shown the previous one: a
+    handshake, so that the follower's polling pace cannot lose a whole rotated file.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from runtime.log_follow import rotated_files
+    from tests.harness import REPO
+    from tests.log_helpers import LogsFollower
+
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True)
+    path = run_dir / "logs" / "w1.log"
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.log_writer_child", str(path), "4096", "50", "batches", "15"],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert writer.stdin is not None
+    follower: LogsFollower | None = None
+
+    def numbers(lines: list[str]) -> list[int]:
+        return [int(json.loads(line)["msg"][5:11]) for line in lines]
+
+    def shown(n: int) -> Callable[[list[str]], bool]:
+        return lambda lines: n in numbers(lines)
+
+    try:
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        wait_until(lambda: path.exists() and path.stat().st_size > 0, 20, "the first batch")
+        follower = LogsFollower(run_dir, "w1", "-f", "--json", "-n", "1")
+        follower.read_until(lambda lines: len(lines) >= 1, 20, "the history line")
+        first = numbers(follower.lines)[0]
+        for batch in range(1, 21):
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+            last = batch * 15 + 14
+            follower.read_until(shown(last), 20, f"line {last}")
+        assert numbers(follower.lines) == list(range(first, 315))
+        assert len(rotated_files(path)) >= 5  # it really rotated under the follower
+    finally:
+        if follower is not None:
+            follower.close()
+        writer.stdin.close()
+        try:
+            writer.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(writer.pid, 9)
+            writer.wait()
+
+
+# --------------------------------------------------------------------------- read_history
+
+
+def test_history_of_a_big_file_reads_back_as_far_as_the_filter_needs(tmp_path: Path) -> None:
+    """read_history reads from the end in growing blocks: a raw line deep in a 2 MiB file
+    still gets the time of the JSON line before it, and nothing is cut or doubled."""
+    from runtime.log_follow import read_history
+    from runtime.logfmt import LogLine, encode_line
+
+    path = tmp_path / "s1.log"
+    lines = []
+    for i in range(10_000):
+        ts = f"2026-11-25T10:{i // 600:02d}:{i // 10 % 60:02d}.{i % 10}00Z"
+        lines.append(encode_line(LogLine(ts, "INFO", "worker", "s1", f"n {i:05d} " + "y" * 120)))
+        if i == 500:
+            lines.append(b"raw line deep in the file\n")
+    path.write_bytes(b"".join(lines))
+    assert path.stat().st_size > 1_500_000
+    last = read_history(path, 3)
+    assert [e.line.msg[:7] for e in last] == ["n 09997", "n 09998", "n 09999"]
+    raw = read_history(path, 5, lambda line: line.logger == "stderr")
+    assert [(e.text, e.line.ts) for e in raw] == [
+        ("raw line deep in the file", "2026-11-25T10:00:50.000Z")
+    ]
+    everything = read_history(path, 20_000)
+    assert len(everything) == 10_001
+    assert [e.line.msg[:7] for e in everything if e.is_json] == [
+        f"n {i:05d}" for i in range(10_000)
+    ]

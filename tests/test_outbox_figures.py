@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runtime.figures import Figures, StrategyFigures
 from runtime.messages import (
+    EVENTS_UP_DECODER,
     Event,
+    EventBatch,
     EventBody,
     Log,
     OpenPosition,
@@ -18,13 +22,25 @@ from runtime.messages import (
     Stats,
 )
 from workers.outbox import Outbox
+from workers.spill import SpillFile
 
 # --------------------------------------------------------------------------- Outbox
 
 
-def _outbox(last_seq: int = 0) -> tuple[Outbox, list[Event]]:
-    sent: list[Event] = []
-    return Outbox("strat", last_seq, sent.append), sent
+def _outbox(last_seq: int = 0, **kwargs: Any) -> tuple[Outbox, list[EventBatch]]:
+    """An outbox whose wire is a list of decoded batches."""
+    sent: list[EventBatch] = []
+
+    def send(frame: bytes) -> None:
+        message = EVENTS_UP_DECODER.decode(frame)
+        assert isinstance(message, EventBatch)
+        sent.append(message)
+
+    return Outbox("strat", last_seq, send, **kwargs), sent
+
+
+def _seqs(batches: list[EventBatch]) -> list[list[int]]:
+    return [[e.seq for e in b.events] for b in batches]
 
 
 def test_seq_continues_from_last_seq() -> None:
@@ -33,11 +49,21 @@ def test_seq_continues_from_last_seq() -> None:
     second = outbox.emit(Log("warning", "x"))
     assert (first.seq, second.seq) == (42, 43)
     assert outbox.last_seq == 43
-    assert sent == [first, second]
-    assert {e.strategy_id for e in sent} == {"strat"}
-    assert first.body == Stats(1)
+    assert sent == []  # nothing goes out before the flush
+    assert outbox.flush({"ETH|1m": 7}, "ep") == 2
+    (batch,) = sent
+    assert batch.events == [first, second]
+    assert batch.cursor == {"ETH|1m": 7}
+    assert batch.epoch == "ep"
+    assert batch.strategy_id == "strat"
     assert first.ts_ns > 0
     assert first.ts_ns <= second.ts_ns
+
+
+def test_flush_with_nothing_emitted_sends_nothing() -> None:
+    outbox, sent = _outbox()
+    assert outbox.flush({"ETH|1m": 1}) == 0
+    assert sent == []
 
 
 def test_fresh_outbox_starts_at_one() -> None:
@@ -46,55 +72,68 @@ def test_fresh_outbox_starts_at_one() -> None:
     assert outbox.acked_seq == 0
 
 
-def test_emitted_events_stay_unacked_until_acked() -> None:
-    outbox, _ = _outbox(last_seq=10)
+def test_batches_stay_unacked_until_their_last_seq_is_acked() -> None:
+    outbox, sent = _outbox(last_seq=10)
     assert outbox.all_acked
     for n in range(5):
         outbox.emit(Stats(n))
-    assert list(outbox.unacked) == [11, 12, 13, 14, 15]
+        if n % 2 == 0:
+            outbox.flush({})
+    assert _seqs(sent) == [[11], [12, 13], [14, 15]]
+    assert outbox.unacked_events == 5
     assert not outbox.all_acked
 
     outbox.ack(13)
-    assert list(outbox.unacked) == [14, 15]
-    assert outbox.acked_seq == 13
+    assert outbox.unacked_events == 2
+    sent.clear()
+    assert outbox.resend() == 1
+    assert _seqs(sent) == [[14, 15]]
 
     outbox.ack(12)  # a stale ack changes nothing
-    assert list(outbox.unacked) == [14, 15]
     assert outbox.acked_seq == 13
 
     outbox.ack(15)
     assert outbox.all_acked
-    assert outbox.acked_seq == 15
+    sent.clear()
+    assert outbox.resend() == 0
+    assert sent == []
 
 
 def test_ack_at_or_below_last_journaled_seq_is_ignored() -> None:
     outbox, _ = _outbox(last_seq=10)
     outbox.emit(Stats(1))
+    outbox.flush({})
     outbox.ack(10)
-    assert list(outbox.unacked) == [11]
+    assert outbox.unacked_events == 1
 
 
-def test_resend_sends_only_unacked_in_order() -> None:
-    outbox, sent = _outbox()
-    events = [outbox.emit(Stats(n)) for n in range(4)]
-    outbox.ack(2)
+def test_past_the_memory_bound_batches_spill_to_a_file_and_are_resent_from_it(
+    tmp_path: Path,
+) -> None:
+    spill = SpillFile(tmp_path / "s.spill")
+    outbox, sent = _outbox(spill=spill, max_unacked=10)
+    for n in range(30):
+        outbox.emit(Stats(n))
+        outbox.flush({"ETH|1m": n})
+    assert spill.path.exists()
+    assert spill.events >= 10  # the oldest went to disk
     sent.clear()
-    assert outbox.resend() == 2
-    assert sent == events[2:]
-    # Resending does not renumber or drop anything.
-    assert list(outbox.unacked) == [3, 4]
-    sent.clear()
-    outbox.ack(4)
-    assert outbox.resend() == 0
-    assert sent == []
+    outbox.ack(3)
+    outbox.resend()
+    # Every unacknowledged event goes out again, oldest first, none twice, none lost.
+    assert [s for b in _seqs(sent) for s in b] == list(range(4, 31))
+    outbox.ack(30)
+    assert not spill.path.exists()
 
 
-def test_ack_beyond_last_seq_drops_everything() -> None:
-    outbox, _ = _outbox()
-    outbox.emit(Stats(1))
-    outbox.ack(99)
-    assert outbox.all_acked
-    assert outbox.emit(Stats(2)).seq == 2
+def test_a_torn_last_spill_record_is_ignored(tmp_path: Path) -> None:
+    spill = SpillFile(tmp_path / "s.spill")
+    spill.append(5, 1, b"first")
+    spill.append(9, 1, b"second")
+    data = spill.path.read_bytes()
+    spill.path.write_bytes(data[:-3])  # killed mid-write
+    assert list(SpillFile(spill.path).frames()) == [b"first"]
+    assert list(SpillFile(spill.path).frames(after_seq=5)) == []
 
 
 # --------------------------------------------------------------------------- Figures

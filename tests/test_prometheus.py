@@ -226,6 +226,8 @@ def test_alert_rules_evaluate_and_none_fires(prometheus: Prometheus) -> None:
         "StratrunRestartStorm",
         "StratrunStaleFeed",
         "StratrunGapRate",
+        "StratrunFramesRejected",
+        "StratrunBrokerSilent",
         "StratrunWatchdogKills",
     }
     # A healthy system: nothing pending or firing.
@@ -297,6 +299,49 @@ def test_dashboard_metrics_exist(system: System) -> None:
         ) from None
 
 
+def test_every_documented_family_is_in_the_scrape(system: System) -> None:
+    """The issue's list: data path, PnL and equity, orders, heartbeat age, broker rate and lag,
+    journal commit latency and queue depth, by Prometheus' naming conventions."""
+    wanted = {
+        "stratrun_candles_processed_total",
+        "stratrun_candle_gaps_total",
+        "stratrun_candles_backfilled_total",
+        "stratrun_candles_duplicate_total",
+        "stratrun_candles_missed_total",
+        "stratrun_candle_to_decision_seconds_bucket",
+        "stratrun_candle_to_journal_seconds_bucket",
+        "stratrun_events_total",
+        "stratrun_orders_total",
+        "stratrun_fills_total",
+        "stratrun_orders_rejected_total",
+        "stratrun_open_positions",
+        "stratrun_realized_pnl",
+        "stratrun_unrealized_pnl",
+        "stratrun_equity",
+        "stratrun_strategy_lag_seconds",
+        "stratrun_feed_stale",
+        "stratrun_process_up",
+        "stratrun_process_restarts_total",
+        "stratrun_process_resident_memory_bytes",
+        "stratrun_process_cpu_ratio",
+        "stratrun_process_heartbeat_age_seconds",
+        "stratrun_broker_candles_published_total",
+        "stratrun_broker_lag_seconds",
+        "stratrun_journal_commit_seconds_bucket",
+        "stratrun_aggregator_queue_depth",
+    }
+
+    def complete() -> set[str] | None:
+        names = _exposed_names(fetch(system.metrics_url))
+        return names if wanted <= names else None
+
+    try:
+        wait_until(complete, 20, "every documented metric family", 0.25)
+    except AssertionError:
+        missing = sorted(wanted - _exposed_names(fetch(system.metrics_url)))
+        raise AssertionError(f"not exposed: {missing}") from None
+
+
 def test_promtool_check_metrics(system: System) -> None:
     def with_histograms() -> str | None:
         scrape = fetch(system.metrics_url)
@@ -313,7 +358,7 @@ def test_promtool_check_metrics(system: System) -> None:
 def test_promtool_check_rules_and_config() -> None:
     rules = run(tool("promtool"), "check", "rules", str(ALERTS))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 7 rules found" in rules.stdout
+    assert "SUCCESS: 9 rules found" in rules.stdout
     config = run(tool("promtool"), "check", "config", str(DEPLOY / "prometheus.yml"))
     assert config.returncode == 0, config.stdout + config.stderr
     tested = run(tool("promtool"), "test", "rules", str(DEPLOY / "stratrun-alerts.test.yml"))

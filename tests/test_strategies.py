@@ -78,7 +78,7 @@ class Run:
 
     def __init__(self, config: StrategyConfig, last_seq: int = 0) -> None:
         self.sent: list[Event] = []
-        self.outbox = Outbox(config.id, last_seq, self.sent.append)
+        self.outbox = Outbox(config.id, last_seq, _discard, tap=self.sent.append)
         self.runner = StrategyRunner(config, self.outbox)
         self.per_candle: list[list[EventBody]] = []
         self.fed: list[Candle] = []
@@ -757,3 +757,7 @@ def test_every_event_of_a_runner_is_its_own(candles: list[Candle]) -> None:
     # b's orders count from its restored seq, a's from 1: neither took a number from the other.
     assert _number(b.at(OrderSubmitted)[0][1].order_id) == 41
     assert _number(a.at(OrderSubmitted)[0][1].order_id) == 1
+
+
+def _discard(frame: bytes) -> None:
+    """The wire of a runner tested without a worker: frames go nowhere."""

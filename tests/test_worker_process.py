@@ -27,8 +27,12 @@ from runtime.messages import (
     ChildReady,
     Error,
     Event,
+    EventBatch,
     FeedHeartbeat,
     Hello,
+    HistoryReply,
+    HistoryRequest,
+    Log,
     OrderFilled,
     Stats,
     Welcome,
@@ -55,10 +59,14 @@ class Harness:
             events=f"ipc://{tmp}/events",
             supervision=f"ipc://{tmp}/sup",
             control=f"ipc://{tmp}/control",
+            history=f"ipc://{tmp}/history",
         )
         self.pub = self._bind(zmq.XPUB, self.endpoints.market_data)
         self.events = self._bind(zmq.ROUTER, self.endpoints.events)
         self.sup = self._bind(zmq.ROUTER, self.endpoints.supervision)
+        self.history = self._bind(zmq.ROUTER, self.endpoints.history)
+        self.history_held: list[Candle] = []  # what the "broker" can backfill from
+        self.history_requests: list[HistoryRequest] = []
         self.received: list[Event] = []
         strategy = StrategyConfig(
             id="w1",
@@ -110,17 +118,31 @@ class Harness:
         )
 
     def pump_events(self, until: Any, timeout: float = 20) -> None:
-        """Receive and acknowledge events like the aggregator, until ``until(received)``."""
+        """Receive and acknowledge events like the aggregator (and answer history requests
+        like the broker), until ``until(received)``."""
         deadline = time.monotonic() + timeout
         while not until(self.received):
             assert time.monotonic() < deadline, f"events so far: {self.received[-5:]}"
-            if self.events.poll(50):
+            self.answer_history()
+            if self.events.poll(20):
                 identity, payload = self.events.recv_multipart()
-                event = EVENTS_UP_DECODER.decode(payload)
-                assert isinstance(event, Event)
-                if all(e.seq != event.seq for e in self.received):
-                    self.received.append(event)
-                self.events.send_multipart([identity, ENCODER.encode(Ack("w1", event.seq))])
+                batch = EVENTS_UP_DECODER.decode(payload)
+                assert isinstance(batch, EventBatch)
+                seen = {e.seq for e in self.received}
+                self.received += [e for e in batch.events if e.seq not in seen]
+                last = batch.events[-1].seq
+                self.events.send_multipart([identity, ENCODER.encode(Ack("w1", last))])
+
+    def answer_history(self) -> None:
+        while self.history.poll(0):
+            identity, payload = self.history.recv_multipart()
+            request = msgspec.msgpack.decode(payload, type=HistoryRequest)
+            self.history_requests.append(request)
+            held = [c for c in self.history_held if request.from_seq <= c.seq <= request.to_seq]
+            first = self.history_held[0].seq if self.history_held else 0
+            last = self.history_held[-1].seq if self.history_held else 0
+            reply = HistoryReply(request.req_id, "test", first, last, held)
+            self.history.send_multipart([identity, ENCODER.encode(reply)])
 
     def stats(self) -> tuple[int, int]:
         bodies = [e.body for e in self.received if isinstance(e.body, Stats)]
@@ -130,7 +152,7 @@ class Harness:
         if self.proc.poll() is None:
             kill_group(self.proc.pid)
             self.proc.wait()
-        for sock in (self.pub, self.events, self.sup):
+        for sock in (self.pub, self.events, self.sup, self.history):
             sock.close(0)
         self.ctx.term()
         self.log.close()
@@ -211,13 +233,46 @@ def test_a_raising_strategy_is_contained_and_reported(make_worker: Any) -> None:
     assert heartbeat_seen, "the worker reports its figures to the manager"
 
 
-def test_a_hole_in_a_stream_is_counted(make_worker: Any) -> None:
-    w: Harness = make_worker("workers.strategies.sma_cross:SmaCross", {"fast": 2, "slow": 4})
+def _stats_total(w: Harness, field: str) -> int:
+    return sum(int(getattr(e.body, field)) for e in w.received if isinstance(e.body, Stats))
+
+
+def test_a_hole_in_a_stream_is_backfilled_before_the_candle_after_it_is_used(
+    make_worker: Any,
+) -> None:
+    w: Harness = make_worker("tests.sample_strategies:SeqRecorder")
     w.handshake()
     candles = real_candles(20)
-    sent = candles[:5] + candles[8:]  # seqs 6, 7 and 8 never arrive
+    w.history_held = candles  # the broker's history holds everything it published
+    sent = candles[:5] + candles[8:17]  # 6, 7, 8 lost in the middle; 18-20 lost at the end
     for candle in sent:
         w.publish(candle)
-    w.pump_events(lambda _: w.stats()[0] == len(sent))
-    missed = sum(e.body.candles_missed for e in w.received if isinstance(e.body, Stats))
-    assert missed == 3
+    # A heartbeat follows the candles sent before it: it reveals the lost tail.
+    beat = FeedHeartbeat("test", time.time_ns(), {"ETH-BTC|5m": 20}, True)
+    w.pub.send_multipart([HEARTBEAT_TOPIC, ENCODER.encode(beat)])
+    w.pump_events(lambda _: _stats_total(w, "candles") == 20)
+    # The strategy saw every candle exactly once, in seq order.
+    seen = [int(e.body.message) for e in w.received if isinstance(e.body, Log)]
+    assert seen == list(range(1, 21))
+    assert _stats_total(w, "gaps") == 2
+    assert _stats_total(w, "candles_backfilled") == 6
+    assert _stats_total(w, "candles_missed") == 0
+    asked = [(r.from_seq, r.to_seq) for r in w.history_requests]
+    assert (6, 8) in asked and (18, 20) in asked
+
+
+def test_a_hole_older_than_history_is_reported_lost_and_the_stream_goes_on(
+    make_worker: Any,
+) -> None:
+    w: Harness = make_worker("tests.sample_strategies:SeqRecorder")
+    w.handshake()
+    candles = real_candles(12)
+    w.history_held = candles[6:]  # the broker has forgotten seqs 1-6
+    sent = candles[:3] + candles[8:]  # 4-8 lost; only 7 and 8 can be backfilled
+    for candle in sent:
+        w.publish(candle)
+    w.pump_events(lambda _: _stats_total(w, "candles") == 9)
+    seen = [int(e.body.message) for e in w.received if isinstance(e.body, Log)]
+    assert seen == [1, 2, 3, 7, 8, 9, 10, 11, 12]
+    assert _stats_total(w, "candles_missed") == 3
+    assert _stats_total(w, "candles_backfilled") == 2

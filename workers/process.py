@@ -1,30 +1,43 @@
 """The worker process: one strategy, its market-data subscription and its event link.
 
-Start-up order: say Hello to the aggregator (learn the last seq and open positions),
-subscribe to the strategy's streams, wait for a feed heartbeat (proof the subscriptions
-reached the broker), then report ready to the manager.
+Start-up order: send what an earlier worker of this strategy spilled, say Hello to the
+aggregator (learn the last seq, open positions, pending orders and the cursor: the last candle
+of each stream the strategy had processed), subscribe to the strategy's streams, wait for a
+feed heartbeat (proof the subscriptions reached the broker; it tells each stream's last seq),
+warm up from the broker's history (candles up to the cursor, replayed without acting), catch
+up (candles after the cursor, acted on as if live), then report ready to the manager.
+
+Live, every stream's seq is checked: repeats are dropped, a hole is backfilled from history
+before the candle after it is used, so the strategy never decides on a stream with a hole.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
 import time
+from collections import deque
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import psutil
 import zmq
 
+from broker.resample import timeframe_ms
 from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
 from runtime.messages import (
     CANDLE_DECODER,
     EVENTS_DOWN_DECODER,
+    FEED_HEARTBEAT_DECODER,
     HEARTBEAT_TOPIC,
     Ack,
+    Candle,
     ChildHeartbeat,
-    Event,
+    FeedHeartbeat,
+    FeedStatus,
     Heartbeat,
     Hello,
     Pause,
@@ -36,16 +49,20 @@ from runtime.messages import (
 )
 from runtime.specs import WorkerSpec, read_spec
 from runtime.transport import RejectCounter, close_all, open_socket, send_payload
+from workers.feed import FeedHealth, SeqCheck, StreamSeqs
+from workers.history_client import HistoryClient, HistoryUnavailable
 from workers.latency import LatencyCounts
 from workers.loader import add_plugin_paths
 from workers.outbox import Outbox
 from workers.runner import StrategyRunner
+from workers.spill import SpillFile
 
 __all__ = ["main"]
 
 _QUIET_HEARTBEAT_S = 5.0  # a Heartbeat event after this long without any other event
 _RESEND_AFTER_S = 5.0  # resend unacknowledged events when no ack came for this long
 _FLUSH_TIMEOUT_S = 3.0  # on stop, how long to wait for the last acknowledgement
+_RETRY_HISTORY_S = 0.5  # a hole the broker could not fill is asked for again this often
 
 
 class StartupError(Exception):
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args[0])
     if not isinstance(spec, WorkerSpec):
         raise SystemExit(f"{args[0]} is not a worker spec")
-    log = setup_logging(f"worker.{spec.strategy.id}", spec.log_level)
+    log = setup_logging(f"worker.{spec.strategy.id}", spec.name, spec.log_level, spec.log)
     add_plugin_paths(spec.plugin_paths)
     name_process("worker", spec.strategy.id, args[0])
     stop = StopFlag()
@@ -67,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker = _Worker(ctx, spec, stop, log, sockets)
         worker.start()
+        # What start-up built (modules, the strategy's services) lives as long as the process:
+        # frozen out of the collector, later collections only walk what candles create.
+        gc.collect()
+        gc.freeze()
         worker.run()
         worker.finish()
         return 0
@@ -93,32 +114,54 @@ class _Worker:
         self.log = log
         self.rejects = RejectCounter()
         self.events = open_socket(ctx, zmq.DEALER, connect=spec.endpoints.events, sndhwm=100_000)
-        self.sub = open_socket(ctx, zmq.SUB, rcvhwm=100_000)
+        self.sub = open_socket(ctx, zmq.SUB, rcvhwm=spec.market_data_hwm)
         sockets += [self.events, self.sub]
+        self.history = HistoryClient(ctx, spec.endpoints.history, self.rejects)
+        sockets.append(self.history.socket)
         self.sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "worker")
         sockets.append(self.sup.socket)
-        self.topics = {candle_topic(*s.split("|")) for s in spec.strategy.streams}
+        streams = spec.strategy.streams
+        # topic frame -> (symbol, timeframe, stream key): checked against each candle's fields
+        self.topics = {candle_topic(*s.split("|")): (*s.split("|"), s) for s in streams}
+        self.seqs = StreamSeqs(streams)
+        self.epoch = ""
+        self.feed = FeedHealth(spec.feed_stale_after_s, time.monotonic())
+        self.spill = (
+            SpillFile(Path(spec.spill_dir) / f"{self.sid}.spill") if spec.spill_dir else None
+        )
         self.process = psutil.Process()
         self.started_at = time.monotonic()
-        self.candles_reported = 0
-        self.rejects_reported = 0
+        self.reported = _Counts()
+        self.counts = _Counts()
         self.last_ack_progress = time.monotonic()
         self.runner: StrategyRunner | None = None
         self.candles_before = 0
         self.latency = LatencyCounts()
-        self.last_seq: dict[bytes, int] = {}  # per stream, to see candles that never came
-        self.missed = 0
-        self.missed_reported = 0
+        self.journal_latency = LatencyCounts()
+        # (last event seq of a batch, publish time of the live candle that caused it)
+        self.awaiting_ack: deque[tuple[int, int]] = deque(maxlen=10_000)
+        self.lag_s = 0.0
+        self.held: dict[str, list[Candle]] = {}  # per stream: candles after a hole not yet filled
+        self.next_retry = 0.0
 
     # -- start-up ------------------------------------------------------------------
 
     def start(self) -> None:
         deadline = time.monotonic() + self.spec.ready_timeout_s
+        self._send_spilled()
         send_payload(self.events, Hello(self.sid, os.getpid()))
         welcome = self._await_welcome(deadline)
-        outbox = Outbox(self.sid, welcome.last_seq, self._send_event)
+        if self.spill is not None:
+            self.spill.clear()  # what it held was sent before Hello: the journal has it now
+        outbox = Outbox(
+            self.sid,
+            welcome.last_seq,
+            self._send_frame,
+            spill=self.spill,
+            max_unacked=self.spec.max_unacked_events,
+        )
         self.runner = StrategyRunner(self.spec.strategy, outbox)
-        self.runner.restore(welcome.open_positions, welcome.realized_pnl)
+        self.runner.restore(welcome.open_positions, welcome.realized_pnl, welcome.pending_orders)
         self.runner.container.on_close.append(self._unsubscribe)
         self.candles_before = welcome.candles
         for topic in sorted(self.topics):
@@ -127,16 +170,44 @@ class _Worker:
         # so a heartbeat received means the candle subscriptions reached the broker too.
         self.sub.connect(self.spec.endpoints.market_data)
         self.sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
-        self._await_feed(deadline)
+        beat, early = self._await_feed(deadline)
         self.runner.start()
         self.log.info(
-            "strategy %s ready: streams %s, resuming after seq %d with %d open positions",
+            "strategy %s ready: streams %s, resuming after seq %d with %d open positions and "
+            "%d pending orders",
             self.sid,
             ", ".join(self.spec.strategy.streams),
             welcome.last_seq,
             len(welcome.open_positions),
+            len(welcome.pending_orders),
         )
         self.sup.ready()
+        # Warm-up and catch-up run the strategy's own code: after ready, so a strategy that
+        # crashes or hangs on them is handled like one that does so on live candles.
+        resumed = welcome.cursor if welcome.epoch == beat.epoch else {}
+        began = time.perf_counter()
+        warmed, caught_up = self._warm_and_catch_up(beat, resumed)
+        self.log.info(
+            "warmed up on %d candles, caught up on %d, in %.1f ms",
+            warmed,
+            caught_up,
+            (time.perf_counter() - began) * 1000,
+        )
+        self.feed_heard()
+        for frames in early:
+            self._on_market_data(frames)
+        self._flush()
+
+    def _send_spilled(self) -> None:
+        """Events an earlier worker of this strategy spilled and never saw acknowledged."""
+        if self.spill is None:
+            return
+        sent = 0
+        for frame in self.spill.frames():
+            self._send_frame(frame)
+            sent += 1
+        if sent:
+            self.log.info("sent %d event batches left in %s", sent, self.spill.path)
 
     def _await_welcome(self, deadline: float) -> Welcome:
         while not self.stop.set:
@@ -153,18 +224,56 @@ class _Worker:
                     return reply
         raise StartupError("the aggregator did not answer Hello")
 
-    def _await_feed(self, deadline: float) -> None:
+    def _await_feed(self, deadline: float) -> tuple[FeedHeartbeat, list[list[bytes]]]:
+        """The first feed heartbeat, and the candles that came before it (kept for later)."""
+        early: list[list[bytes]] = []
         while not self.stop.set:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            if self.sub.poll(int(remaining * 1000) + 1):
-                frames = self.sub.recv_multipart()
-                if frames[0] == HEARTBEAT_TOPIC:
-                    return
-                self._on_market_data(frames)  # a candle already: the feed is live
-                return
+            if not self.sub.poll(int(remaining * 1000) + 1):
+                continue
+            frames = self.sub.recv_multipart()
+            if frames[0] != HEARTBEAT_TOPIC:
+                early.append(frames)
+                continue
+            beat = self._decode_heartbeat(frames)
+            if beat is not None:
+                self.feed.new_incarnation(beat.incarnation)
+                self.feed.heard(time.monotonic())
+                self.epoch = beat.epoch
+                return beat, early
         raise StartupError("no feed heartbeat from the broker")
+
+    def _warm_and_catch_up(self, beat: FeedHeartbeat, cursor: dict[str, int]) -> tuple[int, int]:
+        """Replay history without acting up to the cursor (or, for a strategy new to this
+        feed, up to the live edge), then act on what came after the cursor."""
+        assert self.runner is not None
+        order = list(beat.last_seq)
+        warm: list[Candle] = []
+        catch_up: list[Candle] = []
+        for stream in self.spec.strategy.streams:
+            live = beat.last_seq.get(stream, 0)
+            until = min(cursor[stream], live) if stream in cursor else live
+            want = self.spec.strategy.warmup_candles
+            candles = self._fetch(stream, max(1, until - want + 1), live) if live else []
+            warm += [c for c in candles if c.seq <= until]
+            catch_up += [c for c in candles if c.seq > until]
+            self.seqs.last[stream] = until
+        key = _replay_order(order)
+        for candle in sorted(warm, key=key):
+            self.runner.warm(candle)
+        for candle in sorted(catch_up, key=key):
+            self._use(candle, live=False)
+            self.counts.backfilled += 1
+        return len(warm), len(catch_up)
+
+    def _fetch(self, stream: str, from_seq: int, to_seq: int) -> list[Candle]:
+        try:
+            return self.history.fetch(stream, from_seq, to_seq)
+        except HistoryUnavailable as exc:
+            self.log.warning("no history for %s: %s", stream, exc)
+            return []
 
     # -- the loop ------------------------------------------------------------------
 
@@ -184,17 +293,24 @@ class _Worker:
             if self.sup.socket in ready:
                 self._on_commands(self.sup.receive())
             now = time.monotonic()
+            if self.feed.check(now):
+                silent = now - self.feed.last_heard
+                self.log.warning("feed stale: nothing from the broker for %.1fs", silent)
+                self.runner.emit(FeedStatus("stale", self.feed.incarnation, silent))
+            if self.held:
+                self._retry_held()
             if now >= next_stats:
                 next_stats = now + self.spec.strategy.stats_interval_s
                 self._report_stats()
             if now - self.runner.outbox.last_emit_monotonic >= _QUIET_HEARTBEAT_S:
                 self.runner.emit(Heartbeat(os.getpid(), now - self.started_at))
+            self._flush()
             outbox = self.runner.outbox
-            if outbox.unacked and now - self.last_ack_progress >= _RESEND_AFTER_S:
+            if not outbox.all_acked and now - self.last_ack_progress >= _RESEND_AFTER_S:
                 self.log.warning(
                     "no acknowledgement for %.0fs; resending %d events",
                     now - self.last_ack_progress,
-                    len(outbox.unacked),
+                    outbox.unacked_events,
                 )
                 outbox.resend()
                 self.last_ack_progress = now
@@ -226,39 +342,51 @@ class _Worker:
         assert self.runner is not None
         self.runner.stop()
         self._report_stats(always=True)
+        self._flush()
         deadline = time.monotonic() + _FLUSH_TIMEOUT_S
         while not self.runner.outbox.all_acked and time.monotonic() < deadline:
             if self.events.poll(50):
                 self._drain_acks()
-        left = len(self.runner.outbox.unacked)
-        if left:
-            self.log.warning("stopping with %d events not acknowledged", left)
         outbox = self.runner.outbox
+        if not outbox.all_acked:
+            self.log.warning("stopping with %d events not acknowledged", outbox.unacked_events)
         self.log.info(
             "strategy %s stopped after %d candles; last event seq %d, %d unacknowledged",
             self.sid,
             self.runner.candles,
             outbox.last_seq,
-            len(outbox.unacked),
+            outbox.unacked_events,
         )
 
+    # -- market data ---------------------------------------------------------------
+
     def _drain_market_data(self) -> None:
+        sub = self.sub
+        self.feed_heard()
         for _ in range(1000):
+            # Two recv() calls rather than recv_multipart(): markedly cheaper per message in
+            # pyzmq, and this runs for every candle.
             try:
-                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+                topic = sub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            frames = [topic]
+            while sub.getsockopt(zmq.RCVMORE):
+                frames.append(sub.recv())
             self._on_market_data(frames)
 
     def _on_market_data(self, frames: list[bytes]) -> None:
-        assert self.runner is not None
         if len(frames) != 2:
             self.rejects.add("market_data", "frame_count")
             return
         topic, payload = frames
         if topic == HEARTBEAT_TOPIC:
+            beat = self._decode_heartbeat(frames)
+            if beat is not None:
+                self._on_heartbeat(beat)
             return
-        if topic not in self.topics:
+        expected = self.topics.get(topic)
+        if expected is None:
             self.rejects.add("market_data", "topic")
             return
         try:
@@ -266,17 +394,133 @@ class _Worker:
         except msgspec.DecodeError:
             self.rejects.add("market_data", "decode")
             return
-        if candle_topic(candle.symbol, candle.timeframe) != topic:
+        symbol, timeframe, stream = expected
+        if candle.symbol != symbol or candle.timeframe != timeframe:
             self.rejects.add("market_data", "topic_mismatch")
             return
-        last = self.last_seq.get(topic, 0)
-        if last and candle.seq > last + 1:
-            # Counted, not yet repaired: backfill from the broker's history is the next step.
-            self.missed += candle.seq - last - 1
-        self.last_seq[topic] = candle.seq
-        self.runner.on_candle(candle)
-        if candle.publish_ns:
-            self.latency.add((time.time_ns() - candle.publish_ns) / 1e9)
+        self._arrived(stream, candle)
+
+    def feed_heard(self) -> None:
+        silent = self.feed.heard(time.monotonic())
+        if silent and self.runner is not None:
+            self.log.info("feed recovered after %.1fs", silent)
+            self.runner.emit(FeedStatus("recovered", self.feed.incarnation, silent))
+
+    def _decode_heartbeat(self, frames: list[bytes]) -> FeedHeartbeat | None:
+        try:
+            return FEED_HEARTBEAT_DECODER.decode(frames[1])
+        except (msgspec.DecodeError, IndexError):
+            self.rejects.add("market_data", "decode")
+            return None
+
+    def _on_heartbeat(self, beat: FeedHeartbeat) -> None:
+        if self.feed.new_incarnation(beat.incarnation):
+            self.log.warning(
+                "broker restarted (incarnation %s, epoch %s)", beat.incarnation, beat.epoch
+            )
+        if beat.epoch != self.epoch:
+            # A new replay: its seqs start again, nothing to compare with what came before.
+            self.log.warning("feed epoch changed %s -> %s", self.epoch, beat.epoch)
+            self.epoch = beat.epoch
+            for stream in self.seqs.last:
+                self.seqs.last[stream] = 0
+            self.held.clear()
+            return
+        # Continuity: a heartbeat follows the candles sent before it, so a last seq beyond
+        # ours means candles lost on the way (even the last ones of a burst).
+        for stream, last in self.seqs.last.items():
+            published = beat.last_seq.get(stream, 0)
+            if published > last and stream not in self.held:
+                self.counts.gaps += 1
+                self.held[stream] = []
+                self._fill(stream, published)
+
+    def _arrived(self, stream: str, candle: Candle) -> None:
+        if self.held and stream in self.held:
+            self.held[stream].append(candle)
+            self._retry_held(stream)
+            return
+        seq, last = candle.seq, self.seqs.last[stream]
+        if seq == last + 1:  # the usual case, tested first and without the enum
+            self._use(candle, live=True, stream=stream)
+        elif seq <= last:
+            self.counts.duplicate += 1
+        else:
+            self.counts.gaps += 1
+            self.held[stream] = [candle]
+            self._fill(stream, seq - 1)
+
+    def _fill(self, stream: str, until: int) -> None:
+        """Backfill ``stream`` up to ``until`` from history, then use what was held."""
+        last = self.seqs.last[stream]
+        try:
+            candles = self.history.fetch(stream, last + 1, until)
+        except HistoryUnavailable:
+            return  # held; tried again from the loop
+        if candles and candles[0].seq > last + 1:
+            lost = candles[0].seq - last - 1
+            self.counts.missed += lost
+            self.log.error(
+                "%s: %d candles after seq %d are no longer in the broker's history",
+                stream,
+                lost,
+                last,
+            )
+            self.seqs.last[stream] = candles[0].seq - 1
+        for candle in candles:
+            if candle.seq == self.seqs.last[stream] + 1:
+                self._use(candle, live=False)
+                self.counts.backfilled += 1
+        if self.seqs.last[stream] < until:
+            return  # not all there yet (a restarted broker catching up): still held
+        held = self.held.pop(stream, [])
+        for i, candle in enumerate(held):
+            match self.seqs.check(stream, candle.seq):
+                case SeqCheck.NEXT:
+                    self._use(candle, live=True)
+                case SeqCheck.DUPLICATE:
+                    self.counts.duplicate += 1
+                case SeqCheck.GAP:  # another hole among the held candles
+                    self.counts.gaps += 1
+                    self.held[stream] = held[i:]
+                    self._fill(stream, candle.seq - 1)
+                    return
+
+    def _retry_held(self, only: str | None = None) -> None:
+        now = time.monotonic()
+        if only is None:
+            if now < self.next_retry:
+                return
+            self.next_retry = now + _RETRY_HISTORY_S
+        for stream in [only] if only else list(self.held):
+            held = self.held.get(stream)
+            if held is None:
+                continue
+            if held:
+                self._fill(stream, held[0].seq - 1)
+            else:  # a tail gap seen in a heartbeat: fill up to what was published
+                self.held.pop(stream)
+
+    def _use(self, candle: Candle, live: bool, stream: str = "") -> None:
+        """Run one candle through the strategy; its events go out with the new cursor."""
+        runner = self.runner
+        assert runner is not None
+        runner.on_candle(candle)
+        self.seqs.last[stream or f"{candle.symbol}|{candle.timeframe}"] = candle.seq
+        if live and candle.publish_ns:
+            lag = (time.time_ns() - candle.publish_ns) / 1e9
+            self.latency.add(lag)
+            self.lag_s = lag
+            if runner.outbox.flush(self.seqs.last, self.epoch):
+                self.awaiting_ack.append((runner.outbox.last_seq, candle.publish_ns))
+        else:
+            runner.outbox.flush(self.seqs.last, self.epoch)
+
+    def _flush(self) -> None:
+        assert self.runner is not None
+        self.runner.outbox.flush(self.seqs.last, self.epoch)
+
+    # -- events --------------------------------------------------------------------
 
     def _drain_acks(self) -> None:
         assert self.runner is not None
@@ -294,25 +538,46 @@ class _Worker:
                 if message.seq > self.runner.outbox.acked_seq:
                     self.last_ack_progress = time.monotonic()
                 self.runner.outbox.ack(message.seq)
+                awaiting = self.awaiting_ack
+                if awaiting and awaiting[0][0] <= message.seq:
+                    now_ns = time.time_ns()
+                    while awaiting and awaiting[0][0] <= message.seq:
+                        self.journal_latency.add((now_ns - awaiting.popleft()[1]) / 1e9)
 
-    def _send_event(self, event: Event) -> None:
+    def _send_frame(self, frame: bytes) -> None:
         try:
-            send_payload(self.events, event, zmq.NOBLOCK)
+            self.events.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             pass  # kept in the outbox; resent when acknowledgements stall
 
     def _report_stats(self, always: bool = False) -> None:
         assert self.runner is not None
-        candles = self.runner.candles - self.candles_reported
-        rejected = self.rejects.total - self.rejects_reported
-        if not (candles or rejected or always or self.missed > self.missed_reported):
+        now = self.counts.with_totals(self.runner.candles, self.rejects.total)
+        delta = now.minus(self.reported)
+        if not (always or delta.any()):
             return
-        self.candles_reported += candles
-        self.rejects_reported += rejected
+        self.reported = now
+        candles = delta.candles
         counts, total = self.latency.take()
-        missed, self.missed_reported = self.missed - self.missed_reported, self.missed
+        journal_counts, journal_total = self.journal_latency.take()
         rss = self.process.memory_info().rss
-        self.runner.emit(Stats(candles, rejected, rss, counts, total, missed))
+        self.runner.emit(
+            Stats(
+                candles,
+                delta.rejected,
+                rss,
+                counts,
+                total,
+                delta.missed,
+                delta.backfilled,
+                delta.duplicate,
+                delta.gaps,
+                self.lag_s,
+                self.runner.container.positions.unrealized_pnl,
+                journal_counts,
+                journal_total,
+            )
+        )
 
     def _figures(self) -> ChildHeartbeat:
         assert self.runner is not None
@@ -324,6 +589,49 @@ class _Worker:
             realized_pnl=positions.realized_pnl,
             state="" if self.runner.state == "running" else self.runner.state,
         )
+
+
+class _Counts:
+    """Running totals a worker reports in Stats as differences."""
+
+    def __init__(self) -> None:
+        self.candles = 0
+        self.rejected = 0
+        self.missed = 0
+        self.backfilled = 0
+        self.duplicate = 0
+        self.gaps = 0
+
+    def with_totals(self, candles: int, rejected: int) -> _Counts:
+        copy = _Counts()
+        copy.__dict__.update(self.__dict__)
+        copy.candles, copy.rejected = candles, rejected
+        return copy
+
+    def minus(self, other: _Counts) -> _Counts:
+        diff = _Counts()
+        for name in vars(diff):
+            setattr(diff, name, getattr(self, name) - getattr(other, name))
+        return diff
+
+    def any(self) -> bool:
+        return any(vars(self).values())
+
+
+def _replay_order(streams: list[str]) -> Any:
+    """Sort key of candles of several streams in the order the broker publishes them: by
+    close time, a lower timeframe first, then in the broker's stream order."""
+    rank = {s: i for i, s in enumerate(streams)}
+    tf_ms: dict[str, int] = {}
+
+    def key(candle: Candle) -> tuple[int, int, int]:
+        span = tf_ms.get(candle.timeframe)
+        if span is None:
+            span = tf_ms[candle.timeframe] = timeframe_ms(candle.timeframe)
+        stream = f"{candle.symbol}|{candle.timeframe}"
+        return candle.open_time + span, span, rank.get(stream, len(rank))
+
+    return key
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from runtime.config import StrategyConfig
-from runtime.messages import Candle, Error, EventBody, Log, OpenPosition
+from runtime.messages import Candle, Error, EventBody, Log, OpenPosition, PendingOrder
 from workers.container import StrategyServiceContainer
 from workers.factory import build_container
 from workers.loader import load_strategy_class
@@ -51,6 +51,8 @@ class StrategyRunner:
         self.errors = 0
         self.consecutive_errors = 0
         self.state = "running"
+        self.warm_candles = 0
+        self._muted = False  # while warming up: what the strategy emits is not news
         logger = logging.getLogger(f"strategy.{config.id}")
         self._handler = _EventLogHandler(self.emit)
         logger.addHandler(self._handler)
@@ -67,11 +69,56 @@ class StrategyRunner:
         return self.container.logger
 
     def emit(self, body: EventBody) -> None:
-        self.outbox.emit(body)
+        if not self._muted:
+            self.outbox.emit(body)
 
-    def restore(self, positions: list[OpenPosition], realized_pnl: float) -> None:
-        """Take back what the journal says the strategy held before a restart."""
-        self.container.positions.restore(positions, realized_pnl)
+    def restore(
+        self,
+        positions: list[OpenPosition],
+        realized_pnl: float,
+        pending: list[PendingOrder] = [],  # noqa: B006 (never mutated)
+    ) -> None:
+        """Take back what the journal says the strategy held and had ordered before a restart."""
+        c = self.container
+        c.positions.restore(positions, realized_pnl)
+        for order in pending:
+            c.execution.restore(order.order_id, order.symbol, order.side, order.quantity)
+            held = c.positions.active(order.symbol)
+            closes = held is not None and (held.side == "long") == (order.side == "sell")
+            if closes:
+                c.positions.exit_sent(order.symbol, order.order_id, order.reason)
+            else:
+                c.positions.entry_sent(
+                    order.symbol,
+                    "long" if order.side == "buy" else "short",
+                    order.quantity,
+                    order.order_id,
+                )
+
+    def warm(self, candle: Candle) -> None:
+        """A candle from before the strategy's cursor: rebuild indicators, the gate, the
+        strategy's own state and the excursions of held positions; act on nothing."""
+        if self.state in ("errored", "stopped"):
+            return
+        self.warm_candles += 1
+        c = self.container
+        symbol, timeframe = candle.symbol, candle.timeframe
+        if timeframe == self.config.timeframe:
+            c.positions.mark_held_since(candle, symbol, candle.open_time)
+        c.indicators.update(candle, symbol, timeframe)
+        if c.gate is not None:
+            c.gate.observe(candle, symbol, timeframe)
+        self._muted = True
+        logger = c.logger
+        logger.disabled = True  # history replayed is not news for its log either
+        try:
+            self.strategy.on_candle(candle)
+        except Exception:
+            pass  # it decided nothing that counts; a real failure shows on live candles
+        finally:
+            self._muted = False
+            logger.disabled = False
+            c.actions.drain()
 
     def start(self) -> None:
         self._guarded("on_start", self.strategy.on_start)

@@ -72,7 +72,7 @@ class EngineResult(msgspec.Struct, frozen=True):
     cash: float
 
 
-class _Checked(Candle, array_like=True, frozen=True):
+class _Checked(Candle, array_like=True, frozen=True, gc=False):
     """A Candle from a row the data module checked already (finite, positive, low and high
     around open and close): not checked a second time, once per candle."""
 

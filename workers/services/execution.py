@@ -87,6 +87,10 @@ class PaperExecution:
             self._emit(OrderSubmitted(order_id, symbol, side, quantity, reason))
         return order_id
 
+    def restore(self, order_id: str, symbol: str, side: Side, quantity: float) -> None:
+        """Take back an order the journal saw submitted and not filled (after a restart)."""
+        self._pending.append(_Order(order_id, symbol, side, quantity))
+
     @property
     def pending_count(self) -> int:
         return len(self._pending)

@@ -237,20 +237,17 @@ class PositionLifecycleService:
             state = position.state
             if state is not _OPEN and state is not _CLOSING:
                 continue
-            position.last_price = bar.close
-            position.candles_held += 1
-            high, low = bar.high, bar.low
-            # max() and min() written out: each keeps the first of equals, as these do.
-            if position.side == "long":
-                if high > position.best_price:
-                    position.best_price = high
-                if low < position.worst_price:
-                    position.worst_price = low
-            else:
-                if low < position.best_price:
-                    position.best_price = low
-                if high > position.worst_price:
-                    position.worst_price = high
+            _mark_one(position, bar)
+
+    def mark_held_since(self, bar: Bar, symbol: str, open_time: int) -> None:
+        """Mark only the positions already open at ``open_time``: a restarted strategy,
+        replaying candles from before its cursor, rebuilds the excursions of what it holds."""
+        active = self._active.get(symbol)
+        for position in (active, *self._closing.values()):
+            if position is None or position.symbol != symbol or position.opened_at > open_time:
+                continue
+            if position.state is _OPEN or position.state is _CLOSING:
+                _mark_one(position, bar)
 
     def restore(self, positions: list[OpenPosition], realized_pnl: float) -> None:
         """Take back the open positions the journal holds (after a restart)."""
@@ -297,3 +294,20 @@ class PositionLifecycleService:
                 position.mfe,
             )
         )
+
+
+def _mark_one(position: ManagedPosition, bar: Bar) -> None:
+    position.last_price = bar.close
+    position.candles_held += 1
+    high, low = bar.high, bar.low
+    # max() and min() written out: each keeps the first of equals, as these do.
+    if position.side == "long":
+        if high > position.best_price:
+            position.best_price = high
+        if low < position.worst_price:
+            position.worst_price = low
+    else:
+        if low < position.best_price:
+            position.best_price = low
+        if high > position.worst_price:
+            position.worst_price = high

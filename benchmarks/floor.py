@@ -1,0 +1,236 @@
+"""The raw floor: what bare pyzmq + msgspec reach on this machine, with stratrun's shapes.
+
+Same message shapes as stratrun (a topic frame, then one msgspec-encoded ``Candle``), same
+transport (ipc), separate processes, no stratrun code on the path. Used by
+``benchmarks/suite.py`` to put stratrun's own figures next to what the libraries allow.
+
+    .venv/bin/python benchmarks/floor.py
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+import zmq
+
+from runtime.messages import ENCODER, Candle
+
+__all__ = ["percentiles", "raw_latency", "raw_start", "raw_throughput"]
+
+_TOPIC = b"c|ETH-BTC|5m|"
+_READY = b"hb|"
+_DECODER = msgspec.msgpack.Decoder(Candle)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and p99.9 of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "p99.9": at(0.999)}
+
+
+def _candle(seq: int, publish_ns: int = 0) -> Candle:
+    return Candle("ETH-BTC", "5m", seq * 300_000, 1.0, 1.1, 0.9, 1.05, 10.0, seq, publish_ns)
+
+
+def _subscriber(endpoint: str, back: str, count: int) -> None:
+    """Receive ``count`` candles (decoding each, as a worker must), report the elapsed time."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    push = ctx.socket(zmq.PUSH)
+    push.connect(back)
+    joined = False
+    got = 0
+    start = 0
+    while got < count:
+        topic = sub.recv()
+        payload = sub.recv()
+        if topic == _READY:
+            if not joined:
+                push.send(b"joined")
+                joined = True
+            continue
+        if got == 0:
+            start = time.perf_counter_ns()
+        _DECODER.decode(payload)
+        got += 1
+    push.send(str(time.perf_counter_ns() - start).encode())
+    sub.close(0)
+    push.close()
+    ctx.term()
+
+
+def raw_throughput(subscribers: int, count: int) -> float:
+    """Candles per second into each subscriber (mean over subscribers), one per message."""
+    with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
+        endpoint, back = f"ipc://{tmp}/pub", f"ipc://{tmp}/back"
+        ctx: zmq.Context[Any] = zmq.Context()
+        pub = ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, 0)  # unlimited: the floor must not drop
+        pub.bind(endpoint)
+        pull = ctx.socket(zmq.PULL)
+        pull.bind(back)
+        fork = mp.get_context("fork")
+        procs = [
+            fork.Process(target=_subscriber, args=(endpoint, back, count))
+            for _ in range(subscribers)
+        ]
+        for p in procs:
+            p.start()
+        joined = 0
+        while joined < subscribers:  # handshake: no slow joiner loses the first candles
+            pub.send(_READY, zmq.SNDMORE)
+            pub.send(b"")
+            if pull.poll(10):
+                pull.recv()
+                joined += 1
+        frames = [ENCODER.encode(_candle(i + 1)) for i in range(count)]
+        for frame in frames:
+            pub.send(_TOPIC, zmq.SNDMORE)
+            pub.send(frame)
+        rates = [count / (int(pull.recv()) / 1e9) for _ in range(subscribers)]
+        for p in procs:
+            p.join()
+        pub.close(0)
+        pull.close(0)
+        ctx.term()
+    return statistics.mean(rates)
+
+
+def _echo(endpoint: str, back: str, count: int) -> None:
+    """Receive candles one at a time; note publish -> receive; answer each to pace the next."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    push = ctx.socket(zmq.PUSH)
+    push.connect(back)
+    one_way: list[int] = []
+    joined = False
+    while len(one_way) < count:
+        topic = sub.recv()
+        payload = sub.recv()
+        if topic == _READY:
+            if not joined:
+                push.send(b"joined")
+                joined = True
+            continue
+        candle = _DECODER.decode(payload)
+        one_way.append(time.time_ns() - candle.publish_ns)
+        push.send(b"")
+    push.send(msgspec.msgpack.encode(one_way))
+    sub.close(0)
+    push.close()
+    ctx.term()
+
+
+def raw_latency(count: int) -> dict[str, dict[str, float]]:
+    """Publish -> receive one-way and publish -> receive -> PUSH back round trip, in µs,
+    one candle at a time."""
+    with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
+        endpoint, back = f"ipc://{tmp}/pub", f"ipc://{tmp}/back"
+        ctx: zmq.Context[Any] = zmq.Context()
+        pub = ctx.socket(zmq.PUB)
+        pub.bind(endpoint)
+        pull = ctx.socket(zmq.PULL)
+        pull.bind(back)
+        proc = mp.get_context("fork").Process(target=_echo, args=(endpoint, back, count))
+        proc.start()
+        while True:
+            pub.send(_READY, zmq.SNDMORE)
+            pub.send(b"")
+            if pull.poll(10):
+                pull.recv()
+                break
+        round_trip: list[float] = []
+        for i in range(count):
+            start = time.perf_counter_ns()
+            pub.send(_TOPIC, zmq.SNDMORE)
+            pub.send(ENCODER.encode(_candle(i + 1, time.time_ns())))
+            pull.recv()
+            round_trip.append((time.perf_counter_ns() - start) / 1000)
+        one_way = [ns / 1000 for ns in msgspec.msgpack.decode(pull.recv(), type=list[int])]
+        proc.join()
+        pub.close(0)
+        pull.close(0)
+        ctx.term()
+    return {"one_way_us": percentiles(one_way), "round_trip_us": percentiles(round_trip)}
+
+
+def _idle_child(conn: Connection) -> None:
+    conn.send(os.getpid())
+    conn.recv()  # wait to be measured, then exit
+
+
+def raw_start(samples: int) -> dict[str, dict[str, float]]:
+    """Start-to-ready time (ms) and idle USS (MiB) of a child that imports pyzmq and msgspec:
+    fork, warm forkserver, fresh interpreter."""
+    results: dict[str, dict[str, float]] = {}
+    for method in ("fork", "forkserver"):
+        ctx = mp.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["zmq", "msgspec"])
+            _one_start(ctx)  # the server itself starts on first use: not what is measured
+        times, uss = [], []
+        for _ in range(samples):
+            ms, mib = _one_start(ctx)
+            times.append(ms)
+            uss.append(mib)
+        results[method] = {"start_ms": statistics.median(times), "uss_mib": statistics.median(uss)}
+    times, uss = [], []
+    code = "import sys, zmq, msgspec; sys.stdout.write('r'); sys.stdout.flush(); sys.stdin.read()"
+    for _ in range(samples):
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        proc.stdout.read(1)
+        times.append((time.perf_counter() - start) * 1000)
+        uss.append(psutil.Process(proc.pid).memory_full_info().uss / 2**20)
+        proc.stdin.close()
+        proc.wait()
+    results["fresh"] = {"start_ms": statistics.median(times), "uss_mib": statistics.median(uss)}
+    return results
+
+
+def _one_start(ctx: Any) -> tuple[float, float]:
+    parent, child = ctx.Pipe()
+    start = time.perf_counter()
+    proc = ctx.Process(target=_idle_child, args=(child,))
+    proc.start()
+    pid = parent.recv()
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    uss = psutil.Process(pid).memory_full_info().uss / 2**20
+    parent.send(None)
+    proc.join()
+    return elapsed_ms, uss
+
+
+def main() -> None:
+    print("throughput, 1 subscriber:", f"{raw_throughput(1, 200_000):,.0f} candles/s")
+    print("throughput, 10 subscribers:", f"{raw_throughput(10, 50_000):,.0f} candles/s each")
+    print("latency:", raw_latency(5000))
+    print("start:", raw_start(10))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    main()

@@ -13,7 +13,7 @@ import zmq
 from broker.csv_source import CsvError, Row, read_candles
 from broker.replay import Replay, Stream
 from broker.resample import Resampler
-from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
+from runtime.child import StopFlag, SupervisionLink, child_security, name_process, setup_logging
 from runtime.messages import (
     HEARTBEAT_TOPIC,
     Candle,
@@ -22,8 +22,9 @@ from runtime.messages import (
     StartFeed,
     candle_topic,
 )
+from runtime.security import KeysError, Security
 from runtime.specs import BrokerSpec, read_spec
-from runtime.transport import close_all, open_socket, send_topic
+from runtime.transport import RejectCounter, close_all, send_topic
 
 __all__ = ["main"]
 
@@ -51,13 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     incarnation = uuid.uuid4().hex[:12]
     ctx: zmq.Context[Any] = zmq.Context()
     pub = sup = None
+    security: Security | None = None
     try:
-        pub = open_socket(ctx, zmq.XPUB, sndhwm=_SEND_HWM)
+        try:
+            security = child_security(ctx, spec, log, server=True)
+        except KeysError as exc:
+            log.error("%s", exc)
+            return 1
+        pub = security.server(
+            zmq.XPUB, "market_data", bind=spec.endpoints.bind("market_data"), sndhwm=_SEND_HWM
+        )
         if spec.broker.speed == 0:
             pub.setsockopt(zmq.XPUB_NODROP, 1)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only a topic's first
-        pub.bind(spec.endpoints.market_data)
-        sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "broker")
+        sup = SupervisionLink(security, spec.endpoints.supervision, spec.name, "broker")
         log.info(
             "broker %s: %d streams, %d candles, speed %g",
             incarnation,
@@ -71,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         close_all(pub, sup.socket if sup else None)
+        if security is not None:
+            security.close()
         ctx.term()
 
 
@@ -110,7 +120,7 @@ def _serve(
         if started:
             wait_s = min(wait_s, replay.seconds_until_next(now - started_at))
         events = dict(poller.poll(max(0, int(wait_s * 1000))))
-        if pub in events and _heartbeat_subscribed(pub):
+        if pub in events and _heartbeat_subscribed(pub, sup.rejects):
             next_heartbeat = 0.0  # a subscriber just joined: answer it at once (handshake)
         if sup.socket in events:
             for command in sup.receive():
@@ -127,8 +137,10 @@ def _serve(
 _HEARTBEAT_SUBSCRIBE = b"\x01" + HEARTBEAT_TOPIC
 
 
-def _heartbeat_subscribed(pub: zmq.Socket[Any]) -> bool:
+def _heartbeat_subscribed(pub: zmq.Socket[Any], rejects: RejectCounter) -> bool:
     """Read XPUB's (un)subscription frames; True if someone subscribed to heartbeats.
+
+    Anything else a subscriber sends upstream is counted and dropped.
 
     A worker is ready once it has seen a heartbeat (its subscriptions have then reached us),
     so answering a new heartbeat subscriber at once makes a restarted worker ready in
@@ -140,6 +152,11 @@ def _heartbeat_subscribed(pub: zmq.Socket[Any]) -> bool:
             frame = pub.recv(zmq.NOBLOCK)
         except zmq.Again:
             return joined
+        if not frame or frame[0] not in (0, 1) or pub.getsockopt(zmq.RCVMORE):
+            rejects.add("market_data", "not_subscription")
+            while pub.getsockopt(zmq.RCVMORE):
+                pub.recv()
+            continue
         joined = joined or frame == _HEARTBEAT_SUBSCRIBE
 
 

@@ -37,6 +37,7 @@ from runtime.messages import (
     StopRequest,
 )
 from runtime.rundir import DEFAULT_RUN_DIR, RunDir, RunDirError
+from runtime.security import KeysError
 from runtime.transport import close_all, open_socket
 
 __all__ = ["main"]
@@ -108,7 +109,6 @@ def _up_detached(run_dir: RunDir, config: Path) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    client = ControlClient(run_dir.endpoint("control"), timeout_s=1.0)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if manager.poll() is not None:
@@ -117,8 +117,9 @@ def _up_detached(run_dir: RunDir, config: Path) -> int:
                 click.echo(f"  {line}", err=True)
             return 1
         try:
+            client = ControlClient.for_run_dir(run_dir, timeout_s=1.0)
             reply = client.request(PsRequest(ControlClient.next_id()))
-        except ControlError:
+        except (ControlError, KeysError):
             reply = None
         if isinstance(reply, PsReply) and all(r.state == "running" for r in reply.rows):
             click.echo(
@@ -357,10 +358,10 @@ def _watch(run_dir: RunDir) -> None:
 
 
 def _ask(ctx: click.Context, request: ControlRequest, timeout: float = 5.0) -> object:
-    client = ControlClient(_run_dir(ctx).endpoint("control"), timeout_s=timeout)
     try:
+        client = ControlClient.for_run_dir(_run_dir(ctx), timeout_s=timeout)
         reply = client.request(request)
-    except ControlError as exc:
+    except (ControlError, KeysError) as exc:
         click.echo(f"stratrun: {exc}", err=True)
         sys.exit(1)
     if isinstance(reply, ErrorReply):

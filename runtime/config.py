@@ -10,7 +10,7 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -33,6 +33,7 @@ __all__ = [
     "FeedConfig",
     "RuntimeConfig",
     "StrategyConfig",
+    "TcpConfig",
     "load_config",
     "load_strategies",
 ]
@@ -62,6 +63,24 @@ class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Base of every config table: a misspelt key is an error, not a silent default."""
 
 
+class TcpConfig(_Section, kw_only=True, frozen=True):
+    """``[runtime.tcp]``: where the links listen when ``transport = "tcp"``.
+
+    Parameters
+    ----------
+    host:
+        Address the servers bind (``0.0.0.0`` for every interface).
+    port_base:
+        Port of the market data; events, supervision, control and lifecycle take the next ones.
+    connect_host:
+        Address clients connect to, when it is not ``host`` (e.g. binding ``0.0.0.0``).
+    """
+
+    host: str = "127.0.0.1"
+    port_base: Annotated[int, msgspec.Meta(ge=1, le=65500)] = 7400
+    connect_host: str | None = None
+
+
 class RuntimeConfig(_Section, kw_only=True, frozen=True):
     """``[runtime]``: where the system lives and how long it waits.
 
@@ -84,6 +103,16 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     zygote:
         Fork workers from a pre-imported process (fast, lean starts; Linux) rather than
         starting each as a new interpreter.
+    transport:
+        ``ipc`` (one host, endpoints in the run directory) or ``tcp`` (CURVE-secured).
+    tcp:
+        Addresses and ports of the TCP links.
+    keys_dir:
+        CURVE keys (``stratrun keys generate``), relative to the config file; default
+        ``<run_dir>/keys``. Only used with ``transport = "tcp"``.
+    connect:
+        Per link, the address clients connect to instead of the bound one (a relay, a port
+        mapping); keys are link names (``market_data``, ``events``, ...).
     """
 
     run_dir: str | None = None
@@ -94,6 +123,10 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     max_rss_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
     restart: RestartSettings = RestartSettings()
     zygote: bool = True
+    transport: Literal["ipc", "tcp"] = "ipc"
+    tcp: TcpConfig = TcpConfig()
+    keys_dir: str | None = None
+    connect: dict[str, str] = {}
 
 
 class FeedConfig(_Section, kw_only=True, frozen=True):
@@ -333,12 +366,32 @@ def _check(config: Config, file: Path) -> Config:
     runtime = msgspec.structs.replace(config.runtime, plugin_paths=plugin_paths)
     if runtime.run_dir is not None:
         runtime = msgspec.structs.replace(runtime, run_dir=str((base / runtime.run_dir).resolve()))
+    if runtime.keys_dir is not None:
+        runtime = msgspec.structs.replace(
+            runtime, keys_dir=str((base / runtime.keys_dir).resolve())
+        )
+    _check_connect(runtime, file)
     feeds = [
         msgspec.structs.replace(feed, resample_to=sorted(set(resampled[i]), key=timeframe_ms))
         for i, feed in enumerate(feeds)
     ]
     broker = msgspec.structs.replace(config.broker, feeds=feeds)
     return msgspec.structs.replace(config, runtime=runtime, broker=broker)
+
+
+_LINKS = ("market_data", "events", "supervision", "control", "lifecycle")
+
+
+def _check_connect(runtime: RuntimeConfig, file: Path) -> None:
+    for link, address in runtime.connect.items():
+        key = f"runtime.connect.{link}"
+        if link not in _LINKS:
+            raise ConfigError(file, key, f"unknown link (expected one of {', '.join(_LINKS)})")
+        scheme = "tcp://" if runtime.transport == "tcp" else "ipc://"
+        if not address.startswith(scheme):
+            raise ConfigError(
+                file, key, f"with transport {runtime.transport!r} the address must start {scheme}"
+            )
 
 
 def _check_strategy(

@@ -65,6 +65,7 @@ __all__ = [
     "ProcessRow",
     "PsReply",
     "PsRequest",
+    "RejectCount",
     "ReloadRequest",
     "RemoveRequest",
     "RestartRequest",
@@ -179,6 +180,27 @@ class FeedHeartbeat(_Wire, frozen=True):
     ts_ns: int
     last_seq: dict[str, int]
     started: bool
+
+
+# --------------------------------------------------------------------------- rejects
+
+
+class RejectCount(_Wire, array_like=True, frozen=True):
+    """Frames one process refused on one of its sockets for one reason.
+
+    Parameters
+    ----------
+    socket:
+        The link (``market_data``, ``events``, ``supervision``, ``control``, ...).
+    reason:
+        Why (``frame_count``, ``decode``, ``topic``, ``open_time``, ``unauthorised``, ...).
+    count:
+        How many.
+    """
+
+    socket: str
+    reason: str
+    count: int
 
 
 # --------------------------------------------------------------------------- events
@@ -314,6 +336,8 @@ class Stats(_Body, tag="stats", frozen=True):
         The sum of those latencies.
     candles_missed:
         Candles whose seq was skipped (published, never received).
+    rejects:
+        The frames behind ``frames_rejected``, by socket and reason.
     """
 
     candles: int
@@ -322,6 +346,7 @@ class Stats(_Body, tag="stats", frozen=True):
     latency_counts: list[int] = []
     latency_sum_s: float = 0.0
     candles_missed: int = 0
+    rejects: list[RejectCount] = []
 
 
 class Heartbeat(_Body, tag="heartbeat", frozen=True):
@@ -402,9 +427,13 @@ class Ack(_Wire, tag="ack", frozen=True):
 
 
 class ProcessFigures(_Wire, tag="process_figures", frozen=True):
-    """Manager to aggregator, every second: each process's state and resources, for metrics."""
+    """Manager to aggregator, every second: each process's state and resources, for metrics.
+
+    ``rejects`` are the frames the manager itself refused since it started (cumulative).
+    """
 
     rows: list[ProcessRow]
+    rejects: list[RejectCount] = []
 
 
 EventsUp = Event | Hello | ProcessFigures
@@ -430,6 +459,7 @@ class ChildHeartbeat(_Wire, tag="heartbeat", frozen=True):
     open_positions: int = 0
     realized_pnl: float = 0.0
     state: str = ""  # a worker's own state when it is not simply running ("errored")
+    rejects: list[RejectCount] = []  # frames refused since the child started (cumulative)
 
 
 class StartFeed(_Wire, tag="start_feed", frozen=True):
@@ -584,6 +614,7 @@ class ProcessRow(_Wire, frozen=True):
     cpu_percent: float = 0.0
     last_exit: str = ""
     kills: dict[str, int] = {}  # by cause: watchdog, memory
+    rejects: list[RejectCount] = []  # from the child's last heartbeat (cumulative)
 
 
 class PsReply(_Wire, tag="ps_reply", frozen=True):

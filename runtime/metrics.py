@@ -70,7 +70,7 @@ class AggregatorCollector(Collector):
         )
         rejected = CounterMetricFamily(
             "stratrun_frames_rejected",
-            "Malformed frames counted and dropped, by process and socket.",
+            "Frames and connections refused and dropped, by process, socket and reason.",
             labels=["process", "socket", "reason"],
         )
         for sid, fig in sorted(snapshot.items()):
@@ -81,9 +81,16 @@ class AggregatorCollector(Collector):
             positions.add_metric([sid], len(fig.positions))
             pnl.add_metric([sid], fig.realized_pnl)
             last_seq.add_metric([sid], fig.last_seq)
-            rejected.add_metric([sid, "market_data", "invalid"], fig.frames_rejected)
-        for (socket, reason), count in sorted(self._counters.rejects.by_reason.copy().items()):
-            rejected.add_metric(["aggregator", socket, reason], count)
+            for (socket, reason), count in sorted(fig.rejects.items()):
+                rejected.add_metric([sid, socket, reason], count)
+        for r in self._counters.rejects.totals():
+            rejected.add_metric(["aggregator", r.socket, r.reason], r.count)
+        for r in self._processes.manager_rejects():
+            rejected.add_metric(["manager", r.socket, r.reason], r.count)
+        for row in self._processes.snapshot():
+            if row.role == "broker":  # workers report through Stats, the aggregator above
+                for r in row.rejects:
+                    rejected.add_metric([row.name, r.socket, r.reason], r.count)
         journaled = CounterMetricFamily(
             "stratrun_journal_events", "Events written to the journal (duplicates excluded)."
         )

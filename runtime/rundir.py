@@ -49,6 +49,21 @@ class RunDir:
         return self.root / "state.json"
 
     @property
+    def audit_log(self) -> Path:
+        """Every control command: who, what, when, result (JSON lines)."""
+        return self.root / "audit.log"
+
+    @property
+    def endpoints_file(self) -> Path:
+        """Where the running system's sockets are (the CLI reads the control address)."""
+        return self.root / "endpoints.json"
+
+    @property
+    def keys_dir(self) -> Path:
+        """CURVE keys when the links are TCP and no other folder is configured."""
+        return self.root / "keys"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "manager.lock"
 

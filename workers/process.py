@@ -17,10 +17,11 @@ import msgspec
 import psutil
 import zmq
 
-from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
+from runtime.child import StopFlag, SupervisionLink, child_security, name_process, setup_logging
 from runtime.messages import (
     CANDLE_DECODER,
     EVENTS_DOWN_DECODER,
+    FEED_HEARTBEAT_DECODER,
     HEARTBEAT_TOPIC,
     Ack,
     ChildHeartbeat,
@@ -34,8 +35,9 @@ from runtime.messages import (
     Welcome,
     candle_topic,
 )
+from runtime.security import KeysError, Security
 from runtime.specs import WorkerSpec, read_spec
-from runtime.transport import RejectCounter, close_all, open_socket, send_payload
+from runtime.transport import close_all, send_payload
 from workers.latency import LatencyCounts
 from workers.loader import add_plugin_paths
 from workers.outbox import Outbox
@@ -64,24 +66,28 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     ctx: zmq.Context[Any] = zmq.Context()
     sockets: list[zmq.Socket[Any]] = []
+    security: Security | None = None
     try:
-        worker = _Worker(ctx, spec, stop, log, sockets)
+        security = child_security(ctx, spec, log, server=False)
+        worker = _Worker(security, spec, stop, log, sockets)
         worker.start()
         worker.run()
         worker.finish()
         return 0
-    except StartupError as exc:
+    except (StartupError, KeysError) as exc:
         log.error("not ready: %s", exc)
         return 1
     finally:
         close_all(*sockets)
+        if security is not None:
+            security.close()
         ctx.term()
 
 
 class _Worker:
     def __init__(
         self,
-        ctx: zmq.Context[Any],
+        security: Security,
         spec: WorkerSpec,
         stop: StopFlag,
         log: logging.Logger,
@@ -91,11 +97,13 @@ class _Worker:
         self.sid = spec.strategy.id
         self.stop = stop
         self.log = log
-        self.rejects = RejectCounter()
-        self.events = open_socket(ctx, zmq.DEALER, connect=spec.endpoints.events, sndhwm=100_000)
-        self.sub = open_socket(ctx, zmq.SUB, rcvhwm=100_000)
+        self.rejects = security.rejects
+        self.events = security.client(
+            zmq.DEALER, "events", connect=spec.endpoints.events, sndhwm=100_000
+        )
+        self.sub = security.client(zmq.SUB, "market_data", rcvhwm=100_000)
         sockets += [self.events, self.sub]
-        self.sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "worker")
+        self.sup = SupervisionLink(security, spec.endpoints.supervision, spec.name, "worker")
         sockets.append(self.sup.socket)
         self.topics = {candle_topic(*s.split("|")) for s in spec.strategy.streams}
         self.process = psutil.Process()
@@ -107,6 +115,8 @@ class _Worker:
         self.candles_before = 0
         self.latency = LatencyCounts()
         self.last_seq: dict[bytes, int] = {}  # per stream, to see candles that never came
+        self.last_open_time: dict[bytes, int] = {}  # per stream: time only moves forward
+        self.incarnation = ""  # of the broker; a new one starts its streams afresh
         self.missed = 0
         self.missed_reported = 0
 
@@ -160,10 +170,8 @@ class _Worker:
                 break
             if self.sub.poll(int(remaining * 1000) + 1):
                 frames = self.sub.recv_multipart()
-                if frames[0] == HEARTBEAT_TOPIC:
+                if self._on_market_data(frames):  # a heartbeat or a candle: the feed is live
                     return
-                self._on_market_data(frames)  # a candle already: the feed is live
-                return
         raise StartupError("no feed heartbeat from the broker")
 
     # -- the loop ------------------------------------------------------------------
@@ -250,25 +258,33 @@ class _Worker:
                 return
             self._on_market_data(frames)
 
-    def _on_market_data(self, frames: list[bytes]) -> None:
+    def _on_market_data(self, frames: list[bytes]) -> bool:
+        """Act on one market-data message; a bad one is counted by reason and dropped.
+
+        Returns whether it was a valid heartbeat or candle.
+        """
         assert self.runner is not None
         if len(frames) != 2:
             self.rejects.add("market_data", "frame_count")
-            return
+            return False
         topic, payload = frames
         if topic == HEARTBEAT_TOPIC:
-            return
+            return self._on_feed_heartbeat(payload)
         if topic not in self.topics:
             self.rejects.add("market_data", "topic")
-            return
+            return False
         try:
-            candle = CANDLE_DECODER.decode(payload)
+            candle = CANDLE_DECODER.decode(payload)  # also refuses NaN, inf, <= 0, high < low
         except msgspec.DecodeError:
             self.rejects.add("market_data", "decode")
-            return
+            return False
         if candle_topic(candle.symbol, candle.timeframe) != topic:
             self.rejects.add("market_data", "topic_mismatch")
-            return
+            return False
+        if candle.open_time <= self.last_open_time.get(topic, -1):
+            self.rejects.add("market_data", "open_time")  # a replayed or forged old candle
+            return False
+        self.last_open_time[topic] = candle.open_time
         last = self.last_seq.get(topic, 0)
         if last and candle.seq > last + 1:
             # Counted, not yet repaired: backfill from the broker's history is the next step.
@@ -277,6 +293,23 @@ class _Worker:
         self.runner.on_candle(candle)
         if candle.publish_ns:
             self.latency.add((time.time_ns() - candle.publish_ns) / 1e9)
+        return True
+
+    def _on_feed_heartbeat(self, payload: bytes) -> bool:
+        try:
+            beat = FEED_HEARTBEAT_DECODER.decode(payload)
+        except msgspec.DecodeError:
+            self.rejects.add("market_data", "decode")
+            return False
+        if beat.incarnation != self.incarnation:
+            if self.incarnation:
+                self.log.info(
+                    "broker restarted (incarnation %s): streams start afresh", beat.incarnation
+                )
+            self.incarnation = beat.incarnation
+            self.last_open_time.clear()
+            self.last_seq.clear()
+        return True
 
     def _drain_acks(self) -> None:
         assert self.runner is not None
@@ -312,7 +345,8 @@ class _Worker:
         counts, total = self.latency.take()
         missed, self.missed_reported = self.missed - self.missed_reported, self.missed
         rss = self.process.memory_info().rss
-        self.runner.emit(Stats(candles, rejected, rss, counts, total, missed))
+        rejects = self.rejects.take_new()
+        self.runner.emit(Stats(candles, rejected, rss, counts, total, missed, rejects))
 
     def _figures(self) -> ChildHeartbeat:
         assert self.runner is not None

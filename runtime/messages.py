@@ -10,7 +10,7 @@ appended, with defaults.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -78,6 +78,7 @@ __all__ = [
     "StartRequest",
     "Stats",
     "StopRequest",
+    "StrictDecoder",
     "SupervisionDown",
     "SupervisionUp",
     "Welcome",
@@ -143,7 +144,7 @@ class Candle(_Wire, array_like=True, frozen=True):
 
     symbol: str
     timeframe: str
-    open_time: int
+    open_time: Annotated[int, msgspec.Meta(ge=0)]
     open: Price
     high: Price
     low: Price
@@ -640,17 +641,39 @@ class ErrorReply(_Wire, tag="error", frozen=True):
 
 ControlReply = PsReply | OkReply | ErrorReply
 
+_T = TypeVar("_T")
+
+
+class StrictDecoder(Generic[_T]):
+    """A msgpack decoder whose every refusal is a ``msgspec.DecodeError``.
+
+    msgspec raises ``UnicodeDecodeError`` for a map key that is not UTF-8 (found by the
+    fuzz test); receivers catch ``DecodeError`` only, so it is turned into one here.
+    """
+
+    __slots__ = ("_decode",)
+
+    def __init__(self, decoder: msgspec.msgpack.Decoder[_T]) -> None:
+        self._decode = decoder.decode
+
+    def decode(self, data: bytes) -> _T:
+        try:
+            return self._decode(data)
+        except UnicodeDecodeError as exc:
+            raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
+
+
 # One encoder for everything and one strict decoder per socket direction, built once.
 ENCODER = msgspec.msgpack.Encoder()
-CANDLE_DECODER = msgspec.msgpack.Decoder(Candle)
-FEED_HEARTBEAT_DECODER = msgspec.msgpack.Decoder(FeedHeartbeat)
-EVENTS_UP_DECODER = msgspec.msgpack.Decoder(EventsUp)
-EVENTS_DOWN_DECODER = msgspec.msgpack.Decoder(EventsDown)
-SUPERVISION_UP_DECODER = msgspec.msgpack.Decoder(SupervisionUp)
-SUPERVISION_DOWN_DECODER = msgspec.msgpack.Decoder(SupervisionDown)
-LIFECYCLE_DECODER = msgspec.msgpack.Decoder(LifecycleEvent)
-CONTROL_REQUEST_DECODER = msgspec.msgpack.Decoder(ControlRequest)
-CONTROL_REPLY_DECODER = msgspec.msgpack.Decoder(ControlReply)
+CANDLE_DECODER = StrictDecoder(msgspec.msgpack.Decoder(Candle))
+FEED_HEARTBEAT_DECODER = StrictDecoder(msgspec.msgpack.Decoder(FeedHeartbeat))
+EVENTS_UP_DECODER = StrictDecoder(msgspec.msgpack.Decoder(EventsUp))
+EVENTS_DOWN_DECODER = StrictDecoder(msgspec.msgpack.Decoder(EventsDown))
+SUPERVISION_UP_DECODER = StrictDecoder(msgspec.msgpack.Decoder(SupervisionUp))
+SUPERVISION_DOWN_DECODER = StrictDecoder(msgspec.msgpack.Decoder(SupervisionDown))
+LIFECYCLE_DECODER = StrictDecoder(msgspec.msgpack.Decoder(LifecycleEvent))
+CONTROL_REQUEST_DECODER = StrictDecoder(msgspec.msgpack.Decoder(ControlRequest))
+CONTROL_REPLY_DECODER = StrictDecoder(msgspec.msgpack.Decoder(ControlReply))
 # The journal keeps bodies as JSON so that they read well in sqlite3 and json_extract().
 EVENT_BODY_JSON_ENCODER = msgspec.json.Encoder()
 EVENT_BODY_JSON_DECODER = msgspec.json.Decoder(EventBody)

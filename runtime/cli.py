@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterable
@@ -37,8 +38,10 @@ from runtime.messages import (
     StopRequest,
 )
 from runtime.rundir import DEFAULT_RUN_DIR, RunDir, RunDirError
-from runtime.security import KeysError
-from runtime.transport import close_all, open_socket
+from runtime.security import CurveKeys, KeysError, Security
+from runtime.security_cli import journal, keys
+from runtime.specs import keys_dir
+from runtime.transport import RejectCounter, close_all
 
 __all__ = ["main"]
 
@@ -77,6 +80,12 @@ def up(ctx: click.Context, config: str | None, detach: bool) -> None:
         click.echo(f"stratrun: config error: {exc}", err=True)
         sys.exit(2)
     run_dir = RunDir.at(ctx.obj["run_dir"] or cfg.runtime.run_dir or DEFAULT_RUN_DIR)
+    if cfg.runtime.transport == "tcp":
+        try:
+            CurveKeys.load(keys_dir(cfg, run_dir))
+        except KeysError as exc:
+            click.echo(f"stratrun: config error: {cfg.source}: runtime.keys_dir: {exc}", err=True)
+            sys.exit(2)
     if detach:
         sys.exit(_up_detached(run_dir, Path(cfg.source)))
     click.echo(f"stratrun: {len(cfg.strategies)} strategies from {cfg.source}")
@@ -89,6 +98,10 @@ def up(ctx: click.Context, config: str | None, detach: bool) -> None:
         click.echo(f"stratrun: start-up failed: {exc}", err=True)
         sys.exit(1)
     click.echo("stratrun: stopped")
+
+
+main.add_command(keys)
+main.add_command(journal)
 
 
 def _up_detached(run_dir: RunDir, config: Path) -> int:
@@ -334,7 +347,10 @@ def _watch(run_dir: RunDir) -> None:
     import zmq
 
     ctx: zmq.Context[Any] = zmq.Context()
-    sub = open_socket(ctx, zmq.SUB, connect=run_dir.endpoint("lifecycle"))
+    client = ControlClient.for_run_dir(run_dir)
+    security = Security(ctx, client.keys, RejectCounter(), logging.getLogger("stratrun"))
+    lifecycle = client.endpoints.lifecycle if client.endpoints else ""
+    sub = security.client(zmq.SUB, "lifecycle", connect=lifecycle or run_dir.endpoint("lifecycle"))
     sub.setsockopt(zmq.SUBSCRIBE, LIFECYCLE_TOPIC)
     try:
         while True:
@@ -354,6 +370,7 @@ def _watch(run_dir: RunDir) -> None:
         pass
     finally:
         close_all(sub)
+        security.close()
         ctx.term()
 
 

@@ -35,6 +35,7 @@ class ControlClient:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.keys = keys
+        self.endpoints: Endpoints | None = None
 
     @classmethod
     def for_run_dir(cls, run_dir: RunDir, timeout_s: float = 5.0) -> ControlClient:
@@ -44,7 +45,9 @@ class ControlClient:
         except (OSError, msgspec.DecodeError):
             return cls(run_dir.endpoint("control"), timeout_s)
         keys = CurveKeys.load(ends.keys_dir, server=False) if ends.keys_dir else None
-        return cls(ends.control, timeout_s, keys)
+        client = cls(ends.control, timeout_s, keys)
+        client.endpoints = ends
+        return client
 
     def request(self, request: ControlRequest) -> ControlReply:
         """Send ``request``; replies with another id (stale ones) are dropped."""

@@ -22,6 +22,13 @@ from runtime.transport import RejectCounter
 
 __all__ = ["AggregatorCollector", "AggregatorCounters"]
 
+# Series that exist at zero from the start (a rate() over them has data before any reject).
+_WORKER_REJECTS = [
+    ("market_data", reason)
+    for reason in ("frame_count", "topic", "decode", "topic_mismatch", "open_time")
+]
+_AGGREGATOR_REJECTS = [("events", "frame_count"), ("events", "decode")]
+
 
 @dataclass(slots=True)
 class AggregatorCounters:
@@ -81,10 +88,13 @@ class AggregatorCollector(Collector):
             positions.add_metric([sid], len(fig.positions))
             pnl.add_metric([sid], fig.realized_pnl)
             last_seq.add_metric([sid], fig.last_seq)
-            for (socket, reason), count in sorted(fig.rejects.items()):
+            by_reason = {key: 0 for key in _WORKER_REJECTS} | dict(fig.rejects)
+            for (socket, reason), count in sorted(by_reason.items()):
                 rejected.add_metric([sid, socket, reason], count)
-        for r in self._counters.rejects.totals():
-            rejected.add_metric(["aggregator", r.socket, r.reason], r.count)
+        own = {key: 0 for key in _AGGREGATOR_REJECTS}
+        own |= {(r.socket, r.reason): r.count for r in self._counters.rejects.totals()}
+        for (socket, reason), count in sorted(own.items()):
+            rejected.add_metric(["aggregator", socket, reason], count)
         for r in self._processes.manager_rejects():
             rejected.add_metric(["manager", r.socket, r.reason], r.count)
         for row in self._processes.snapshot():

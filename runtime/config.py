@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from broker.csv_source import CsvError, read_candles
 from broker.resample import can_resample, timeframe_ms
 from runtime.restart_policy import RestartSettings
 from workers.indicators import IndicatorSpec
@@ -346,6 +347,12 @@ def _check(config: Config, file: Path) -> Config:
         data = (base / feed.path).resolve()
         if not data.is_file():
             raise ConfigError(file, f"{key}.path", f"data file not found: {data}")
+        try:
+            read_candles(data)  # the broker would fail on it only after everything started
+        except CsvError as exc:
+            raise ConfigError(file, f"{key}.path", str(exc)) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(file, f"{key}.path", f"cannot read {data}: {exc}") from None
         for j, target in enumerate(feed.resample_to):
             if not can_resample(feed.timeframe, target):
                 raise ConfigError(
@@ -362,7 +369,9 @@ def _check(config: Config, file: Path) -> Config:
     add_plugin_paths(plugin_paths)
     seen_ids: dict[str, str] = {}
     for i, strategy in enumerate(config.strategies):
-        _check_strategy(strategy, file, f"strategies[{i}]", seen_ids, feeds, resampled)
+        _check_strategy(
+            strategy, file, f"strategies[{i}]", seen_ids, feeds, resampled, plugin_paths
+        )
     runtime = msgspec.structs.replace(config.runtime, plugin_paths=plugin_paths)
     if runtime.run_dir is not None:
         runtime = msgspec.structs.replace(runtime, run_dir=str((base / runtime.run_dir).resolve()))
@@ -401,6 +410,7 @@ def _check_strategy(
     seen_ids: dict[str, str],
     feeds: list[FeedConfig],
     resampled: dict[int, list[str]] | None,
+    plugin_paths: list[str],
 ) -> None:
     """Everything one strategy must satisfy; ``resampled`` None means the broker is running
     already, so only streams it publishes now can be used."""
@@ -416,7 +426,7 @@ def _check_strategy(
         for timeframe, where in _timeframe_keys(strategy, key, j):
             _feed_stream(feeds, resampled, symbol, timeframe, file, where)
     try:
-        cls = load_strategy_class(strategy.class_path)
+        cls = load_strategy_class(strategy.class_path, plugin_paths)
     except StrategyLoadError as exc:
         raise ConfigError(file, f"{key}.class", str(exc)) from None
     _convert(strategy.params, cls.Params, file, f"{key}.params")
@@ -443,7 +453,9 @@ def load_strategies(path: str | Path, running: Config) -> list[StrategyConfig]:
         if not isinstance(table, dict):
             raise ConfigError(file, key, "expected a table")
         strategy = _convert_strategy(_merge(running.defaults, table), file, key)
-        _check_strategy(strategy, file, key, seen_ids, running.broker.feeds, None)
+        _check_strategy(
+            strategy, file, key, seen_ids, running.broker.feeds, None, running.runtime.plugin_paths
+        )
         added.append(strategy)
     return added
 

@@ -17,6 +17,7 @@ import msgspec
 from broker.csv_source import CsvError, read_candles
 from broker.resample import can_resample, timeframe_ms
 from runtime.restart_policy import RestartSettings
+from runtime.secrets import SecretRef, problem
 from workers.indicators import IndicatorSpec
 from workers.loader import StrategyLoadError, add_plugin_paths, load_strategy_class
 from workers.services.analyzers import AnalyzerSpec
@@ -199,6 +200,7 @@ class _Defaults(_Section, kw_only=True, frozen=True):
     execution: ExecutionConfig | None = None
     params: dict[str, Any] | None = None
     stats_interval_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    secrets: dict[str, SecretRef] | None = None
 
 
 class StrategyConfig(_Section, kw_only=True, frozen=True):
@@ -226,6 +228,10 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
         Rules of the orchestrators (the declarative strategy drives them).
     max_consecutive_errors:
         After this many hook failures in a row the strategy stops itself (state ``errored``).
+    secrets:
+        Named secrets (``{ env = "NAME" }`` or ``{ file = "path" }``, mode 0600), read by the
+        worker when the strategy asks (``ctx.secret(name)``); their values never enter the
+        config, the specs on disk, the logs or the events.
     """
 
     id: Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
@@ -242,6 +248,7 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
     filters: FilterConfig = FilterConfig()
     gate: GateConfig | None = None
     max_consecutive_errors: Annotated[int, msgspec.Meta(ge=1)] = 5
+    secrets: dict[str, SecretRef] = {}
 
     @property
     def timeframes(self) -> list[str]:
@@ -322,12 +329,27 @@ def _validate(raw: dict[str, Any], file: Path) -> Config:
 
 
 def _convert_strategy(raw: dict[str, Any], file: Path, key: str) -> StrategyConfig:
-    """Validate one merged strategy section; indicators one by one so errors name them."""
+    """Validate one merged strategy section; indicators and secrets one by one so errors
+    name them; secret files resolved and every secret checked readable (not read)."""
     indicators = raw.get("indicators")
     if isinstance(indicators, dict):
         for name, spec in indicators.items():
             _convert(spec, IndicatorSpec, file, f"{key}.indicators.{name}")  # type: ignore[arg-type]
-    return _convert(raw, StrategyConfig, file, key)
+    refs = raw.get("secrets")
+    if isinstance(refs, dict):
+        for name, ref in refs.items():
+            _convert(ref, SecretRef, file, f"{key}.secrets.{name}")
+    strategy = _convert(raw, StrategyConfig, file, key)
+    if not strategy.secrets:
+        return strategy
+    secrets = {}
+    for name, ref in strategy.secrets.items():
+        if ref.file is not None:
+            ref = msgspec.structs.replace(ref, file=str((file.parent / ref.file).resolve()))
+        if (why := problem(ref)) is not None:
+            raise ConfigError(file, f"{key}.secrets.{name}", why)
+        secrets[name] = ref
+    return msgspec.structs.replace(strategy, secrets=secrets)
 
 
 def _check(config: Config, file: Path) -> Config:

@@ -76,13 +76,19 @@ class RunDir:
         return f"ipc://{self.sock_dir / name}"
 
     def create(self) -> None:
-        """Make the directory tree (0700) and check that ipc paths fit the OS limit."""
+        """Make the directory tree (0700, also when it existed with looser modes), after
+        checking that it is ours and that ipc paths fit the OS limit."""
         longest = self.sock_dir / "market_data"
         if len(os.fsencode(longest)) > _MAX_IPC_PATH:
             raise RunDirError(
                 f"run directory {self.root} is too deep for ipc sockets "
                 f"({len(os.fsencode(longest))} > {_MAX_IPC_PATH} bytes); choose a shorter path"
             )
+        if self.root.exists():
+            if not self.root.is_dir():
+                raise RunDirError(f"run directory {self.root} exists and is not a directory")
+            if self.root.stat().st_uid != os.getuid():
+                raise RunDirError(f"run directory {self.root} belongs to another user")
         for path in (self.root, self.sock_dir, self.logs_dir, self.specs_dir):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.root.chmod(0o700)
+            path.chmod(0o700)  # made earlier, or by hand, with looser modes: close it

@@ -312,7 +312,10 @@ class Manager:
         return any(c.state is ProcessState.STARTING for c in self.children.values())
 
     def _all_running(self) -> bool:
-        return all(c.state is ProcessState.RUNNING for c in self.children.values())
+        # Paused counts: a worker paused before the feed started is up and subscribed (a pause
+        # that arrived in the same tick as the last ready used to hold the feed back forever).
+        up = (ProcessState.RUNNING, ProcessState.PAUSED)
+        return all(c.state in up for c in self.children.values())
 
     def _spawn(self, child: ChildProcess, trigger: Trigger) -> None:
         child.spawn(trigger, self._zygote if self._zygote and self._zygote.alive else None)

@@ -80,6 +80,12 @@ def up(ctx: click.Context, config: str | None, detach: bool) -> None:
         click.echo(f"stratrun: config error: {exc}", err=True)
         sys.exit(2)
     run_dir = RunDir.at(ctx.obj["run_dir"] or cfg.runtime.run_dir or DEFAULT_RUN_DIR)
+    try:
+        run_dir.check()
+    except RunDirError as exc:
+        where = "--run-dir" if ctx.obj["run_dir"] else f"{cfg.source}: runtime.run_dir"
+        click.echo(f"stratrun: config error: {where}: {exc}", err=True)
+        sys.exit(2)
     if cfg.runtime.transport == "tcp":
         try:
             CurveKeys.load(keys_dir(cfg, run_dir))

@@ -75,9 +75,9 @@ class RunDir:
         """The ipc endpoint ``name`` (market_data, events, supervision, control)."""
         return f"ipc://{self.sock_dir / name}"
 
-    def create(self) -> None:
-        """Make the directory tree (0700, also when it existed with looser modes), after
-        checking that it is ours and that ipc paths fit the OS limit."""
+    def check(self) -> None:
+        """Raise :class:`RunDirError` if this directory cannot be ours: ipc paths too long
+        for the OS, a file in the way, or a directory of another user. Creates nothing."""
         longest = self.sock_dir / "market_data"
         if len(os.fsencode(longest)) > _MAX_IPC_PATH:
             raise RunDirError(
@@ -89,6 +89,11 @@ class RunDir:
                 raise RunDirError(f"run directory {self.root} exists and is not a directory")
             if self.root.stat().st_uid != os.getuid():
                 raise RunDirError(f"run directory {self.root} belongs to another user")
+
+    def create(self) -> None:
+        """Make the directory tree (0700, also when it existed with looser modes), after
+        :meth:`check`."""
+        self.check()
         for path in (self.root, self.sock_dir, self.logs_dir, self.specs_dir):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             path.chmod(0o700)  # made earlier, or by hand, with looser modes: close it

@@ -79,6 +79,16 @@ DATA_CASES = {
 
 # name: (config text, the key the error names, words of the problem)
 CONFIG_CASES = {
+    "run directory too deep for ipc": (
+        _config(runtime=f'run_dir = "{"d" * 120}"'),
+        "runtime.run_dir",
+        "too deep for ipc sockets",
+    ),
+    "run directory is a file": (
+        _config(runtime='run_dir = "bad.toml"'),
+        "runtime.run_dir",
+        "is not a directory",
+    ),
     "unknown transport": (
         _config(runtime='transport = "udp"'),
         "runtime.transport",
@@ -142,10 +152,15 @@ CONFIG_CASES = {
 }
 
 
-def _up(config: Path, run_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "STRATRUN_TEST_UNSET_SECRET"}
+def _up(config: Path, run_dir: Path | None) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("STRATRUN_TEST_UNSET_SECRET", "STRATRUN_RUN_DIR")
+    }
+    where = ["--run-dir", str(run_dir)] if run_dir is not None else []
     return subprocess.run(
-        [sys.executable, "-m", "runtime", "--run-dir", str(run_dir), "up", str(config)],
+        [sys.executable, "-m", "runtime", *where, "up", str(config)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -187,9 +202,12 @@ def test_bad_config_exits_2_naming_file_and_key(case: str, tmp_path: Path) -> No
     config = tmp_path / "bad.toml"
     config.write_text(text)
     run_dir = tmp_path / "run"
-    message = _assert_refused(_up(config, run_dir), config, f": {key}: ")
+    from_config = key == "runtime.run_dir"  # --run-dir would win over the config's
+    result = _up(config, None if from_config else run_dir)
+    message = _assert_refused(result, config, f": {key}: ")
     assert problem in message
     assert not run_dir.exists(), "nothing may start on a bad config"
+    assert not (tmp_path / ("d" * 120)).exists(), "nor the run directory of the config"
     assert "s3cr3t" not in message
 
 

@@ -84,7 +84,7 @@ def _mutate(rng: random.Random, payload: bytes) -> bytes:
             return rng.randbytes(rng.randint(0, 300))
         case 5:  # a random msgpack value of the wrong shape
             return ENCODER.encode(rng.choice([None, 1, -1, "x", [1, 2], {"type": "nope"}, 1e308]))
-        case _:  # the valid payload with one extra field in a map, or truncated by one byte
+        case _:  # the payload one byte short (or a msgpack byte that is never valid)
             return bytes(data[:-1]) if data else b"\xc1"
     return bytes(data)
 

@@ -189,6 +189,9 @@ def test_unauthorised_tcp_client_gets_nothing_and_changes_nothing(
 
         counted = wait_until(refusals_counted, 15, f"refusals ({reason}) counted on every socket")
         print(f"\nrefused ({how}):", {"/".join(k): counted[k] for k in wanted})
+        for name, link in (("aggregator", "events"), ("broker", "market_data")):
+            log = system.run_dir.log_file(name).read_text()
+            assert f"refused a connection on {link}: {reason}" in log, "refusals are logged"
     finally:
         ctx.destroy(linger=0)
 

@@ -352,8 +352,12 @@ def _watch(run_dir: RunDir) -> None:
     """Print lifecycle events as the manager publishes them, until Ctrl-C."""
     import zmq
 
+    try:
+        client = ControlClient.for_run_dir(run_dir)
+    except KeysError as exc:
+        click.echo(f"stratrun: {exc}", err=True)
+        sys.exit(1)
     ctx: zmq.Context[Any] = zmq.Context()
-    client = ControlClient.for_run_dir(run_dir)
     security = Security(ctx, client.keys, RejectCounter(), logging.getLogger("stratrun"))
     lifecycle = client.endpoints.lifecycle if client.endpoints else ""
     sub = security.client(zmq.SUB, "lifecycle", connect=lifecycle or run_dir.endpoint("lifecycle"))

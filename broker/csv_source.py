@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -34,9 +35,25 @@ def _millis(text: str) -> int:
     return int(stamp.timestamp() * 1000)
 
 
+def _problem(row: Row) -> str | None:
+    """What is wrong with one row's values, if anything."""
+    values = (row.open, row.high, row.low, row.close, row.volume)
+    if not all(map(math.isfinite, values)):
+        return "a price or the volume is not a finite number"
+    if min(row.open, row.high, row.low, row.close) <= 0:
+        return "prices must be above zero"
+    if row.volume < 0:
+        return "volume is negative"
+    if not row.low <= min(row.open, row.close) <= max(row.open, row.close) <= row.high:
+        return "prices are not low <= open, close <= high"
+    return None
+
+
 def read_candles(path: str | Path) -> list[Row]:
-    """All rows of ``path``, checked: numeric, high/low consistent, time strictly increasing."""
+    """All rows of ``path``, checked: numeric, finite, positive, high/low consistent, time
+    strictly increasing (a duplicated or earlier timestamp names the line it repeats)."""
     rows: list[Row] = []
+    previous_line = 0
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -51,9 +68,17 @@ def read_candles(path: str | Path) -> list[Row]:
                 row = Row(_millis(record[0]), *map(float, record[1:]))
             except ValueError as exc:
                 raise CsvError(f"{path}:{line}: {exc}") from None
-            if not row.low <= min(row.open, row.close) <= max(row.open, row.close) <= row.high:
-                raise CsvError(f"{path}:{line}: prices are not low <= open, close <= high")
-            if rows and row.open_time <= rows[-1].open_time:
-                raise CsvError(f"{path}:{line}: time does not increase")
+            if (problem := _problem(row)) is not None:
+                raise CsvError(f"{path}:{line}: {problem}")
+            if rows and row.open_time == rows[-1].open_time:
+                raise CsvError(
+                    f"{path}:{line}: duplicate timestamp {record[0]} (line {previous_line})"
+                )
+            if rows and row.open_time < rows[-1].open_time:
+                raise CsvError(
+                    f"{path}:{line}: time does not increase: {record[0]} is before line "
+                    f"{previous_line} (rows must be sorted by time)"
+                )
             rows.append(row)
+            previous_line = line
     return rows

@@ -18,7 +18,7 @@ from broker.cursor import ReplayCursor
 from broker.history import History
 from broker.replay import Replay, Stream
 from broker.resample import Resampler
-from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
+from runtime.child import StopFlag, SupervisionLink, child_security, name_process, setup_logging
 from runtime.messages import (
     HEARTBEAT_TOPIC,
     HISTORY_REQUEST_DECODER,
@@ -28,8 +28,9 @@ from runtime.messages import (
     StartFeed,
     candle_topic,
 )
+from runtime.security import KeysError, Security
 from runtime.specs import BrokerSpec, read_spec
-from runtime.transport import RejectCounter, close_all, open_socket, send_to_peer, send_topic
+from runtime.transport import RejectCounter, close_all, send_to_peer, send_topic
 
 __all__ = ["main"]
 
@@ -55,15 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     incarnation = uuid.uuid4().hex[:12]
     ctx: zmq.Context[Any] = zmq.Context()
     pub = sup = history_sock = None
+    security: Security | None = None
     try:
-        pub = open_socket(ctx, zmq.XPUB, sndhwm=spec.broker.send_hwm)
+        try:
+            security = child_security(ctx, spec, log, server=True)
+        except KeysError as exc:
+            log.error("%s", exc)
+            return 1
+        pub = security.server(
+            zmq.XPUB,
+            "market_data",
+            bind=spec.endpoints.bind("market_data"),
+            sndhwm=spec.broker.send_hwm,
+        )
         if spec.broker.speed == 0:
             pub.setsockopt(zmq.XPUB_NODROP, 1)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only a topic's first
-        pub.bind(spec.endpoints.market_data)
         if spec.endpoints.history:
-            history_sock = open_socket(ctx, zmq.ROUTER, bind=spec.endpoints.history)
-        sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "broker")
+            history_sock = security.server(
+                zmq.ROUTER, "history", bind=spec.endpoints.bind("history")
+            )
+        sup = SupervisionLink(security, spec.endpoints.supervision, spec.name, "broker")
         publisher = _Publisher(pub, replay, spec)
         cursor = ReplayCursor(spec.cursor_file, spec.epoch, [s.key for s in streams])
         resumed = cursor.load()
@@ -85,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         close_all(pub, history_sock, sup.socket if sup else None)
+        if security is not None:
+            security.close()
         ctx.term()
 
 
@@ -110,7 +125,7 @@ class _Server:
         self.incarnation = incarnation
         self.cursor = cursor
         self.log = log
-        self.rejects = RejectCounter()
+        self.rejects = sup.rejects  # reported to the manager with every heartbeat
 
     def serve(self, stop: StopFlag) -> None:
         pub, sup, publisher = self.pub, self.sup, self.publisher
@@ -141,7 +156,7 @@ class _Server:
             if started:
                 wait_s = min(wait_s, replay.seconds_until_next(now - started_at))
             events = dict(poller.poll(max(0, int(wait_s * 1000))))
-            if pub in events and _heartbeat_subscribed(pub):
+            if pub in events and _heartbeat_subscribed(pub, self.rejects):
                 next_heartbeat = 0.0  # a subscriber just joined: answer it at once (handshake)
             if self.history_sock is not None and self.history_sock in events:
                 self._answer_history()
@@ -199,8 +214,10 @@ class _Server:
 _HEARTBEAT_SUBSCRIBE = b"\x01" + HEARTBEAT_TOPIC
 
 
-def _heartbeat_subscribed(pub: zmq.Socket[Any]) -> bool:
+def _heartbeat_subscribed(pub: zmq.Socket[Any], rejects: RejectCounter) -> bool:
     """Read XPUB's (un)subscription frames; True if someone subscribed to heartbeats.
+
+    Anything else a subscriber sends upstream is counted and dropped.
 
     A worker is ready once it has seen a heartbeat (its subscriptions have then reached us),
     so answering a new heartbeat subscriber at once makes a restarted worker ready in
@@ -212,6 +229,11 @@ def _heartbeat_subscribed(pub: zmq.Socket[Any]) -> bool:
             frame = pub.recv(zmq.NOBLOCK)
         except zmq.Again:
             return joined
+        if not frame or frame[0] not in (0, 1) or pub.getsockopt(zmq.RCVMORE):
+            rejects.add("market_data", "not_subscription")
+            while pub.getsockopt(zmq.RCVMORE):
+                pub.recv()
+            continue
         joined = joined or frame == _HEARTBEAT_SUBSCRIBE
 
 

@@ -11,7 +11,7 @@ import msgspec
 import zmq
 from prometheus_client import CollectorRegistry, start_http_server
 
-from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
+from runtime.child import StopFlag, SupervisionLink, child_security, name_process, setup_logging
 from runtime.figures import Figures, ProcessTable
 from runtime.journal import Journal
 from runtime.messages import (
@@ -25,8 +25,9 @@ from runtime.messages import (
     Welcome,
 )
 from runtime.metrics import AggregatorCollector, AggregatorCounters
+from runtime.security import KeysError, Security
 from runtime.specs import AggregatorSpec, read_spec
-from runtime.transport import close_all, open_socket, send_to_peer
+from runtime.transport import close_all, send_to_peer
 
 __all__ = ["main"]
 
@@ -63,9 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     metrics_url = f"http://{cfg.metrics_host}:{server.server_port}/metrics"
     ctx: zmq.Context[Any] = zmq.Context()
     router = sup = None
+    security: Security | None = None
     try:
-        router = open_socket(ctx, zmq.ROUTER, bind=spec.endpoints.events, rcvhwm=100_000)
-        sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "aggregator")
+        try:
+            security = child_security(ctx, spec, log, server=True)
+        except KeysError as exc:
+            log.error("%s", exc)
+            return 1
+        security.rejects = counters.rejects  # one counter: frames and refused handshakes
+        router = security.server(
+            zmq.ROUTER, "events", bind=spec.endpoints.bind("events"), rcvhwm=100_000
+        )
+        sup = SupervisionLink(security, spec.endpoints.supervision, spec.name, "aggregator")
         log.info("journal %s; metrics on %s", spec.journal, metrics_url)
         sup.ready(metrics_url=metrics_url)
         _serve(
@@ -75,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         close_all(router, sup.socket if sup else None)
+        if security is not None:
+            security.close()
         ctx.term()
         server.shutdown()
         thread.join(timeout=2)
@@ -131,7 +143,7 @@ class _Intake:
                 self.commit()  # so the reply reflects everything received before it
                 self._welcome(identity, message)
             case ProcessFigures():
-                self._processes.update(message.rows)
+                self._processes.update(message.rows, message.rejects)
 
     def commit(self) -> None:
         """Journal the batch in one transaction, then acknowledge it (duplicates included)."""

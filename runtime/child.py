@@ -30,10 +30,11 @@ from runtime.messages import (
     Role,
     SupervisionDown,
 )
-from runtime.specs import LogSettings
-from runtime.transport import open_socket, send_payload
+from runtime.security import CurveKeys, Security
+from runtime.specs import ChildSpec, LogSettings
+from runtime.transport import RejectCounter, send_payload
 
-__all__ = ["StopFlag", "SupervisionLink", "name_process", "setup_logging"]
+__all__ = ["StopFlag", "SupervisionLink", "child_security", "name_process", "setup_logging"]
 
 
 def name_process(role: str, name: str, spec_path: str | Path) -> None:
@@ -107,17 +108,35 @@ class StopFlag:
         self.set = True
 
 
+def child_security(
+    ctx: zmq.Context[Any], spec: ChildSpec, log: logging.Logger, *, server: bool
+) -> Security:
+    """The child's socket opener: CURVE with the system's keys on TCP, plain on ipc.
+
+    Raises :class:`~runtime.security.KeysError` when the keys cannot be read.
+    """
+    keys_dir = spec.endpoints.keys_dir
+    keys = CurveKeys.load(keys_dir, server=server) if keys_dir else None
+    return Security(ctx, keys, RejectCounter(), log)
+
+
 class SupervisionLink:
-    """A child's DEALER to the manager's supervision ROUTER, identity = the child's name."""
+    """A child's DEALER to the manager's supervision ROUTER, identity = the child's name.
+
+    Refused frames are counted in ``security.rejects``, the child's one reject counter,
+    and every heartbeat carries that counter's totals to the manager (and on to metrics).
+    """
 
     HEARTBEAT_INTERVAL_S = 1.0
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, name: str, role: Role) -> None:
+    def __init__(self, security: Security, endpoint: str, name: str, role: Role) -> None:
         self.name = name
         self.role = role
-        self.socket = open_socket(ctx, zmq.DEALER, connect=endpoint, identity=name.encode())
+        self.rejects = security.rejects
+        self.socket = security.client(
+            zmq.DEALER, "supervision", connect=endpoint, identity=name.encode()
+        )
         self._next_heartbeat = 0.0
-        self.rejected = 0
 
     def ready(self, **detail: str) -> None:
         """Tell the manager this child is serving."""
@@ -130,6 +149,7 @@ class SupervisionLink:
     def heartbeat(self, now: float, beat: ChildHeartbeat) -> None:
         """Send the child's figures; never blocks (dropped while the manager is away)."""
         self._next_heartbeat = now + self.HEARTBEAT_INTERVAL_S
+        beat = msgspec.structs.replace(beat, rejects=self.rejects.totals())
         try:
             send_payload(self.socket, beat, zmq.NOBLOCK)
         except zmq.Again:
@@ -146,4 +166,4 @@ class SupervisionLink:
             try:
                 commands.append(SUPERVISION_DOWN_DECODER.decode(frame))
             except msgspec.DecodeError:
-                self.rejected += 1
+                self.rejects.add("supervision", "decode")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterable
@@ -41,7 +42,10 @@ from runtime.messages import (
     StopRequest,
 )
 from runtime.rundir import DEFAULT_RUN_DIR, RunDir, RunDirError
-from runtime.transport import close_all, open_socket
+from runtime.security import CurveKeys, KeysError, Security
+from runtime.security_cli import journal, keys
+from runtime.specs import keys_dir
+from runtime.transport import RejectCounter, close_all
 
 __all__ = ["main"]
 
@@ -81,6 +85,18 @@ def up(ctx: click.Context, config: str | None, detach: bool, log_json: bool) -> 
         click.echo(f"stratrun: config error: {exc}", err=True)
         sys.exit(2)
     run_dir = RunDir.at(ctx.obj["run_dir"] or cfg.runtime.run_dir or DEFAULT_RUN_DIR)
+    try:
+        run_dir.check()
+    except RunDirError as exc:
+        where = "--run-dir" if ctx.obj["run_dir"] else f"{cfg.source}: runtime.run_dir"
+        click.echo(f"stratrun: config error: {where}: {exc}", err=True)
+        sys.exit(2)
+    if cfg.runtime.transport == "tcp":
+        try:
+            CurveKeys.load(keys_dir(cfg, run_dir))
+        except KeysError as exc:
+            click.echo(f"stratrun: config error: {cfg.source}: runtime.keys_dir: {exc}", err=True)
+            sys.exit(2)
     if detach:
         sys.exit(_up_detached(run_dir, Path(cfg.source)))
     if log_json:
@@ -112,6 +128,10 @@ def _log_to_file(run_dir: RunDir, settings: RuntimeConfig) -> None:
     sys.stdout = LineLogger(setup_logging("manager", "manager", settings.log_level, log))
 
 
+main.add_command(keys)
+main.add_command(journal)
+
+
 def _up_detached(run_dir: RunDir, config: Path) -> int:
     """Start ``stratrun up`` in its own session, logging to the run directory; wait for it."""
     import subprocess
@@ -133,7 +153,6 @@ def _up_detached(run_dir: RunDir, config: Path) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    client = ControlClient(run_dir.endpoint("control"), timeout_s=1.0)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if manager.poll() is not None:
@@ -143,8 +162,9 @@ def _up_detached(run_dir: RunDir, config: Path) -> int:
                 click.echo(f"  {parsed.msg if is_json else line}", err=True)
             return 1
         try:
+            client = ControlClient.for_run_dir(run_dir, timeout_s=1.0)
             reply = client.request(PsRequest(ControlClient.next_id()))
-        except ControlError:
+        except (ControlError, KeysError):
             reply = None
         if isinstance(reply, PsReply) and all(r.state == "running" for r in reply.rows):
             click.echo(
@@ -437,8 +457,15 @@ def _watch(run_dir: RunDir) -> None:
     """Print lifecycle events as the manager publishes them, until Ctrl-C."""
     import zmq
 
+    try:
+        client = ControlClient.for_run_dir(run_dir)
+    except KeysError as exc:
+        click.echo(f"stratrun: {exc}", err=True)
+        sys.exit(1)
     ctx: zmq.Context[Any] = zmq.Context()
-    sub = open_socket(ctx, zmq.SUB, connect=run_dir.endpoint("lifecycle"))
+    security = Security(ctx, client.keys, RejectCounter(), logging.getLogger("stratrun"))
+    lifecycle = client.endpoints.lifecycle if client.endpoints else ""
+    sub = security.client(zmq.SUB, "lifecycle", connect=lifecycle or run_dir.endpoint("lifecycle"))
     sub.setsockopt(zmq.SUBSCRIBE, LIFECYCLE_TOPIC)
     try:
         while True:
@@ -458,14 +485,15 @@ def _watch(run_dir: RunDir) -> None:
         pass
     finally:
         close_all(sub)
+        security.close()
         ctx.term()
 
 
 def _ask(ctx: click.Context, request: ControlRequest, timeout: float = 5.0) -> object:
-    client = ControlClient(_run_dir(ctx).endpoint("control"), timeout_s=timeout)
     try:
+        client = ControlClient.for_run_dir(_run_dir(ctx), timeout_s=timeout)
         reply = client.request(request)
-    except ControlError as exc:
+    except (ControlError, KeysError) as exc:
         click.echo(f"stratrun: {exc}", err=True)
         sys.exit(1)
     if isinstance(reply, ErrorReply):

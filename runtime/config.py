@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from broker.csv_source import CsvError, read_candles
 from broker.resample import can_resample, timeframe_ms
 from runtime.restart_policy import RestartSettings
+from runtime.secrets import SecretRef, problem
 from workers.indicators import IndicatorSpec
 from workers.loader import StrategyLoadError, add_plugin_paths, load_strategy_class
 from workers.services.analyzers import AnalyzerSpec
@@ -33,6 +35,7 @@ __all__ = [
     "FeedConfig",
     "RuntimeConfig",
     "StrategyConfig",
+    "TcpConfig",
     "load_config",
     "load_strategies",
 ]
@@ -60,6 +63,24 @@ class ConfigError(Exception):
 
 class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Base of every config table: a misspelt key is an error, not a silent default."""
+
+
+class TcpConfig(_Section, kw_only=True, frozen=True):
+    """``[runtime.tcp]``: where the links listen when ``transport = "tcp"``.
+
+    Parameters
+    ----------
+    host:
+        Address the servers bind (``0.0.0.0`` for every interface).
+    port_base:
+        Port of the market data; events, supervision, control and lifecycle take the next ones.
+    connect_host:
+        Address clients connect to, when it is not ``host`` (e.g. binding ``0.0.0.0``).
+    """
+
+    host: str = "127.0.0.1"
+    port_base: Annotated[int, msgspec.Meta(ge=1, le=65500)] = 7400
+    connect_host: str | None = None
 
 
 class RuntimeConfig(_Section, kw_only=True, frozen=True):
@@ -90,6 +111,16 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
         A process's log file is rotated before it grows past this (``name.log.1``...).
     log_backups:
         Rotated files kept per process (0: the log is emptied when full instead).
+    transport:
+        ``ipc`` (one host, endpoints in the run directory) or ``tcp`` (CURVE-secured).
+    tcp:
+        Addresses and ports of the TCP links.
+    keys_dir:
+        CURVE keys (``stratrun keys generate``), relative to the config file; default
+        ``<run_dir>/keys``. Only used with ``transport = "tcp"``.
+    connect:
+        Per link, the address clients connect to instead of the bound one (a relay, a port
+        mapping); keys are link names (``market_data``, ``events``, ...).
     """
 
     run_dir: str | None = None
@@ -103,6 +134,10 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 10 * 2**20
     log_backups: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
+    transport: Literal["ipc", "tcp"] = "ipc"
+    tcp: TcpConfig = TcpConfig()
+    keys_dir: str | None = None
+    connect: dict[str, str] = {}
 
 
 class FeedConfig(_Section, kw_only=True, frozen=True):
@@ -206,6 +241,7 @@ class _Defaults(_Section, kw_only=True, frozen=True):
     execution: ExecutionConfig | None = None
     params: dict[str, Any] | None = None
     stats_interval_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    secrets: dict[str, SecretRef] | None = None
 
 
 class StrategyConfig(_Section, kw_only=True, frozen=True):
@@ -239,6 +275,10 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
     max_unacked_events:
         Events kept in memory while the aggregator does not acknowledge; older ones are
         spilled to ``<run_dir>/spill/<id>.spill``.
+    secrets:
+        Named secrets (``{ env = "NAME" }`` or ``{ file = "path" }``, mode 0600), read by the
+        worker when the strategy asks (``ctx.secret(name)``); their values never enter the
+        config, the specs on disk, the logs or the events.
     """
 
     id: Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
@@ -257,6 +297,7 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
     max_consecutive_errors: Annotated[int, msgspec.Meta(ge=1)] = 5
     warmup_candles: Annotated[int, msgspec.Meta(ge=0)] = 1000
     max_unacked_events: Annotated[int, msgspec.Meta(ge=10)] = 100_000
+    secrets: dict[str, SecretRef] = {}
 
     @property
     def timeframes(self) -> list[str]:
@@ -337,12 +378,27 @@ def _validate(raw: dict[str, Any], file: Path) -> Config:
 
 
 def _convert_strategy(raw: dict[str, Any], file: Path, key: str) -> StrategyConfig:
-    """Validate one merged strategy section; indicators one by one so errors name them."""
+    """Validate one merged strategy section; indicators and secrets one by one so errors
+    name them; secret files resolved and every secret checked readable (not read)."""
     indicators = raw.get("indicators")
     if isinstance(indicators, dict):
         for name, spec in indicators.items():
             _convert(spec, IndicatorSpec, file, f"{key}.indicators.{name}")  # type: ignore[arg-type]
-    return _convert(raw, StrategyConfig, file, key)
+    refs = raw.get("secrets")
+    if isinstance(refs, dict):
+        for name, ref in refs.items():
+            _convert(ref, SecretRef, file, f"{key}.secrets.{name}")
+    strategy = _convert(raw, StrategyConfig, file, key)
+    if not strategy.secrets:
+        return strategy
+    secrets = {}
+    for name, ref in strategy.secrets.items():
+        if ref.file is not None:
+            ref = msgspec.structs.replace(ref, file=str((file.parent / ref.file).resolve()))
+        if (why := problem(ref)) is not None:
+            raise ConfigError(file, f"{key}.secrets.{name}", why)
+        secrets[name] = ref
+    return msgspec.structs.replace(strategy, secrets=secrets)
 
 
 def _check(config: Config, file: Path) -> Config:
@@ -362,6 +418,12 @@ def _check(config: Config, file: Path) -> Config:
         data = (base / feed.path).resolve()
         if not data.is_file():
             raise ConfigError(file, f"{key}.path", f"data file not found: {data}")
+        try:
+            read_candles(data)  # the broker would fail on it only after everything started
+        except CsvError as exc:
+            raise ConfigError(file, f"{key}.path", str(exc)) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(file, f"{key}.path", f"cannot read {data}: {exc}") from None
         for j, target in enumerate(feed.resample_to):
             if not can_resample(feed.timeframe, target):
                 raise ConfigError(
@@ -378,16 +440,38 @@ def _check(config: Config, file: Path) -> Config:
     add_plugin_paths(plugin_paths)
     seen_ids: dict[str, str] = {}
     for i, strategy in enumerate(config.strategies):
-        _check_strategy(strategy, file, f"strategies[{i}]", seen_ids, feeds, resampled)
+        _check_strategy(
+            strategy, file, f"strategies[{i}]", seen_ids, feeds, resampled, plugin_paths
+        )
     runtime = msgspec.structs.replace(config.runtime, plugin_paths=plugin_paths)
     if runtime.run_dir is not None:
         runtime = msgspec.structs.replace(runtime, run_dir=str((base / runtime.run_dir).resolve()))
+    if runtime.keys_dir is not None:
+        runtime = msgspec.structs.replace(
+            runtime, keys_dir=str((base / runtime.keys_dir).resolve())
+        )
+    _check_connect(runtime, file)
     feeds = [
         msgspec.structs.replace(feed, resample_to=sorted(set(resampled[i]), key=timeframe_ms))
         for i, feed in enumerate(feeds)
     ]
     broker = msgspec.structs.replace(config.broker, feeds=feeds)
     return msgspec.structs.replace(config, runtime=runtime, broker=broker)
+
+
+_LINKS = ("market_data", "events", "supervision", "control", "lifecycle")
+
+
+def _check_connect(runtime: RuntimeConfig, file: Path) -> None:
+    for link, address in runtime.connect.items():
+        key = f"runtime.connect.{link}"
+        if link not in _LINKS:
+            raise ConfigError(file, key, f"unknown link (expected one of {', '.join(_LINKS)})")
+        scheme = "tcp://" if runtime.transport == "tcp" else "ipc://"
+        if not address.startswith(scheme):
+            raise ConfigError(
+                file, key, f"with transport {runtime.transport!r} the address must start {scheme}"
+            )
 
 
 def _check_strategy(
@@ -397,6 +481,7 @@ def _check_strategy(
     seen_ids: dict[str, str],
     feeds: list[FeedConfig],
     resampled: dict[int, list[str]] | None,
+    plugin_paths: list[str],
 ) -> None:
     """Everything one strategy must satisfy; ``resampled`` None means the broker is running
     already, so only streams it publishes now can be used."""
@@ -412,7 +497,7 @@ def _check_strategy(
         for timeframe, where in _timeframe_keys(strategy, key, j):
             _feed_stream(feeds, resampled, symbol, timeframe, file, where)
     try:
-        cls = load_strategy_class(strategy.class_path)
+        cls = load_strategy_class(strategy.class_path, plugin_paths)
     except StrategyLoadError as exc:
         raise ConfigError(file, f"{key}.class", str(exc)) from None
     _convert(strategy.params, cls.Params, file, f"{key}.params")
@@ -439,7 +524,9 @@ def load_strategies(path: str | Path, running: Config) -> list[StrategyConfig]:
         if not isinstance(table, dict):
             raise ConfigError(file, key, "expected a table")
         strategy = _convert_strategy(_merge(running.defaults, table), file, key)
-        _check_strategy(strategy, file, key, seen_ids, running.broker.feeds, None)
+        _check_strategy(
+            strategy, file, key, seen_ids, running.broker.feeds, None, running.runtime.plugin_paths
+        )
         added.append(strategy)
     return added
 

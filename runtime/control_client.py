@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from typing import Any
@@ -11,7 +12,10 @@ import msgspec
 import zmq
 
 from runtime.messages import CONTROL_REPLY_DECODER, ControlReply, ControlRequest
-from runtime.transport import close_all, open_socket, send_payload
+from runtime.rundir import RunDir
+from runtime.security import CurveKeys, Security
+from runtime.specs import Endpoints
+from runtime.transport import RejectCounter, close_all, send_payload
 
 __all__ = ["ControlClient", "ControlError"]
 
@@ -25,9 +29,25 @@ class ControlError(Exception):
 class ControlClient:
     """Sends one request at a time and waits for the reply carrying the same id."""
 
-    def __init__(self, endpoint: str, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, endpoint: str, timeout_s: float = 5.0, keys: CurveKeys | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.keys = keys
+        self.endpoints: Endpoints | None = None
+
+    @classmethod
+    def for_run_dir(cls, run_dir: RunDir, timeout_s: float = 5.0) -> ControlClient:
+        """A client of the system in ``run_dir``: its control address and, on TCP, its keys."""
+        try:
+            ends = msgspec.json.decode(run_dir.endpoints_file.read_bytes(), type=Endpoints)
+        except (OSError, msgspec.DecodeError):
+            return cls(run_dir.endpoint("control"), timeout_s)
+        keys = CurveKeys.load(ends.keys_dir, server=False) if ends.keys_dir else None
+        client = cls(ends.control, timeout_s, keys)
+        client.endpoints = ends
+        return client
 
     def request(self, request: ControlRequest) -> ControlReply:
         """Send ``request``; replies with another id (stale ones) are dropped."""
@@ -35,7 +55,8 @@ class ControlClient:
         if self.endpoint.startswith("ipc://") and not os.path.exists(path):
             raise ControlError(f"no stratrun manager is running (no socket {path})")
         ctx: zmq.Context[Any] = zmq.Context()
-        sock = open_socket(ctx, zmq.DEALER, connect=self.endpoint)
+        security = Security(ctx, self.keys, RejectCounter(), logging.getLogger("stratrun"))
+        sock = security.client(zmq.DEALER, "control_reply", connect=self.endpoint)
         try:
             send_payload(sock, request)
             deadline = time.monotonic() + self.timeout_s
@@ -51,6 +72,7 @@ class ControlClient:
             raise ControlError(f"the manager did not answer within {self.timeout_s:g}s")
         finally:
             close_all(sock)
+            security.close()
             ctx.term()
 
     @staticmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from runtime.messages import (
@@ -22,6 +23,7 @@ from runtime.messages import (
     PositionClosed,
     PositionOpened,
     ProcessRow,
+    RejectCount,
     Stats,
 )
 
@@ -44,6 +46,7 @@ class StrategyFigures:
     feed_stale: bool = False
     unrealized_pnl: float = 0.0
     realized_pnl: float = 0.0
+    rejects: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_seq: int = 0
     last_event_ns: int = 0
     events_by_kind: Counter[str] = field(default_factory=Counter)
@@ -68,6 +71,7 @@ class StrategyFigures:
             self.feed_stale,
             self.unrealized_pnl,
             self.realized_pnl,
+            Counter(self.rejects),
             self.last_seq,
             self.last_event_ns,
             Counter(self.events_by_kind),
@@ -99,6 +103,12 @@ class Figures:
                 case Stats():
                     fig.candles += body.candles
                     fig.frames_rejected += body.frames_rejected
+                    by_reason = 0
+                    for r in body.rejects:
+                        fig.rejects[(r.socket, r.reason)] += r.count
+                        by_reason += r.count
+                    if body.frames_rejected > by_reason:  # from a worker that did not say why
+                        fig.rejects[("market_data", "invalid")] += body.frames_rejected - by_reason
                     fig.candles_missed += body.candles_missed
                     fig.candles_backfilled += body.candles_backfilled
                     fig.candles_duplicate += body.candles_duplicate
@@ -173,11 +183,18 @@ class ProcessTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: list[ProcessRow] = []
+        self._manager_rejects: list[RejectCount] = []
 
-    def update(self, rows: list[ProcessRow]) -> None:
+    def update(self, rows: list[ProcessRow], manager_rejects: Sequence[RejectCount] = ()) -> None:
         with self._lock:
             self._rows = list(rows)
+            self._manager_rejects = list(manager_rejects)
 
     def snapshot(self) -> list[ProcessRow]:
         with self._lock:
             return list(self._rows)
+
+    def manager_rejects(self) -> list[RejectCount]:
+        """Frames the manager refused, by socket and reason, since it started."""
+        with self._lock:
+            return list(self._manager_rejects)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import signal
 import time
@@ -26,6 +27,7 @@ import psutil
 import setproctitle
 import zmq
 
+from runtime.audit import AuditLog, peer_of
 from runtime.child_process import ChildProcess
 from runtime.config import Config, ConfigError, StrategyConfig, load_config, load_strategies
 from runtime.console import TradeTail
@@ -62,19 +64,20 @@ from runtime.messages import (
 )
 from runtime.restart_policy import RestartPolicy
 from runtime.rundir import RunDir
+from runtime.security import CurveKeys, Security
 from runtime.specs import (
     AggregatorSpec,
     BrokerSpec,
     ChildSpec,
-    Endpoints,
     LogSettings,
     WorkerSpec,
+    endpoints_for,
+    keys_dir,
     write_spec,
 )
 from runtime.transport import (
     RejectCounter,
     close_all,
-    open_socket,
     send_payload,
     send_to_peer,
     send_topic,
@@ -135,13 +138,7 @@ class Manager:
         self.config = config
         self.run_dir = run_dir
         self.out = out
-        self.endpoints = Endpoints(
-            market_data=run_dir.endpoint("market_data"),
-            events=run_dir.endpoint("events"),
-            supervision=run_dir.endpoint("supervision"),
-            control=run_dir.endpoint("control"),
-            history=run_dir.endpoint("history"),
-        )
+        self.endpoints = endpoints_for(config.runtime, run_dir, keys_dir(config, run_dir))
         self.epoch = _surviving_epoch(run_dir) or uuid.uuid4().hex[:12]
         self.children: dict[str, ChildProcess] = {}
         self.start_order: list[str] = []
@@ -175,10 +172,15 @@ class Manager:
         self._take_lock()
         setproctitle.setproctitle(f"stratrun manager {self.run_dir.root}")
         ctx: zmq.Context[Any] = zmq.Context()
-        self.sup = open_socket(ctx, zmq.ROUTER, bind=self.endpoints.supervision)
-        self.control = open_socket(ctx, zmq.ROUTER, bind=self.endpoints.control)
-        self.lifecycle = open_socket(ctx, zmq.PUB, bind=self.run_dir.endpoint("lifecycle"))
-        self.figures_out = open_socket(ctx, zmq.DEALER, connect=self.endpoints.events, sndhwm=4)
+        keys = CurveKeys.load(self.endpoints.keys_dir) if self.endpoints.keys_dir else None
+        self.security = Security(ctx, keys, self.rejects, logging.getLogger("manager"))
+        self.audit = AuditLog(self.run_dir.audit_log)
+        ends = self.endpoints
+        self.sup = self.security.server(zmq.ROUTER, "supervision", bind=ends.bind("supervision"))
+        self.control = self.security.server(zmq.ROUTER, "control", bind=ends.bind("control"))
+        self.lifecycle = self.security.server(zmq.PUB, "lifecycle", bind=ends.bind("lifecycle"))
+        self.figures_out = self.security.client(zmq.DEALER, "events", connect=ends.events, sndhwm=4)
+        self._write_endpoints()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         if self.config.runtime.zygote and become_subreaper():
             self._zygote = ZygoteClient(self.run_dir.root, self.run_dir.log_file("zygote"))
@@ -197,6 +199,8 @@ class Manager:
             if self._zygote is not None:
                 self._zygote.close()
             close_all(self.sup, self.control, self.lifecycle, self.figures_out)
+            self.security.close()
+            self.audit.close()
             ctx.term()
             if self._trades is not None:
                 self._trades.close()
@@ -338,7 +342,10 @@ class Manager:
         return any(c.state is ProcessState.STARTING for c in self.children.values())
 
     def _all_running(self) -> bool:
-        return all(c.state is ProcessState.RUNNING for c in self.children.values())
+        # Paused counts: a worker paused before the feed started is up and subscribed (a pause
+        # that arrived in the same tick as the last ready used to hold the feed back forever).
+        up = (ProcessState.RUNNING, ProcessState.PAUSED)
+        return all(c.state in up for c in self.children.values())
 
     def _spawn(self, child: ChildProcess, trigger: Trigger) -> None:
         child.spawn(trigger, self._zygote if self._zygote and self._zygote.alive else None)
@@ -437,7 +444,8 @@ class Manager:
     def _send_figures(self) -> None:
         """The aggregator serves the metrics; it gets every process's figures from us."""
         try:
-            send_payload(self.figures_out, ProcessFigures(self.rows()), zmq.NOBLOCK)
+            figures = ProcessFigures(self.rows(), self.rejects.totals())
+            send_payload(self.figures_out, figures, zmq.NOBLOCK)
         except zmq.Again:
             pass  # the aggregator is away; the next second's figures will do
 
@@ -495,22 +503,28 @@ class Manager:
     def _drain_control(self) -> None:
         while True:
             try:
-                frames = self.control.recv_multipart(zmq.NOBLOCK)
+                frames = self.control.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             if len(frames) != 2:
                 self.rejects.add("control", "frame_count")
                 continue
-            identity, payload = frames
+            identity, payload = frames[0].bytes, frames[1].bytes
             try:
                 request: ControlRequest = CONTROL_REQUEST_DECODER.decode(payload)
             except msgspec.DecodeError as exc:
                 self.rejects.add("control", "decode")
-                send_to_peer(self.control, identity, ErrorReply(0, f"bad request: {exc}"))
+                _reply_quietly(self.control, identity, ErrorReply(0, f"bad request: {exc}"))
                 continue
+            self.audit.request(identity, peer_of(frames[1], self.security.enabled), request)
             reply = self._handlers[type(request)](identity, request)
             if reply is not None:
-                send_to_peer(self.control, identity, reply)
+                self._answer(identity, reply)
+
+    def _answer(self, identity: bytes, reply: msgspec.Struct) -> None:
+        """Send a control reply and write the command's result to the audit log."""
+        self.audit.reply(identity, reply)
+        _reply_quietly(self.control, identity, reply)
 
     def _on_ps(self, identity: bytes, request: PsRequest) -> PsReply:
         return PsReply(request.req_id, self.rows())
@@ -697,7 +711,7 @@ class Manager:
             if reply is not None:
                 self.group_ops.remove(op)
                 self._write_state()
-                send_to_peer(self.control, op.identity, reply)
+                self._answer(op.identity, reply)
 
     def _await(self, identity: bytes, request: NamedRequest, phase: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -806,13 +820,13 @@ class Manager:
                 reply = ErrorReply(op.request.req_id, f"{name}: no confirmation ({op.phase})")
             if reply is not None:
                 del self.pending[name]
-                send_to_peer(self.control, op.identity, reply)
+                self._answer(op.identity, reply)
 
     def _answer_all_pending(self, message: str) -> None:
         for op in self.pending.values():
-            send_to_peer(self.control, op.identity, ErrorReply(op.request.req_id, message))
+            self._answer(op.identity, ErrorReply(op.request.req_id, message))
         for group in self.group_ops:
-            send_to_peer(self.control, group.identity, ErrorReply(group.req_id, message))
+            self._answer(group.identity, ErrorReply(group.req_id, message))
         self.pending.clear()
         self.group_ops.clear()
 
@@ -843,8 +857,11 @@ class Manager:
                     r.cpu_percent,
                     c.kill_reason or c.last_exit,
                     dict(c.kills),
-                    round(now - c.last_heartbeat, 3) if c.alive and c.last_heartbeat else 0.0,
-                    f.lag_s,
+                    heartbeat_age_s=(
+                        round(now - c.last_heartbeat, 3) if c.alive and c.last_heartbeat else 0.0
+                    ),
+                    lag_s=f.lag_s,
+                    rejects=list(f.rejects),
                 )
             )
         return rows
@@ -922,6 +939,13 @@ class Manager:
             self._lock_handle.close()
             self._lock_handle = None
 
+    def _write_endpoints(self) -> None:
+        """Tell the CLI where the control socket is (the address only; never a key)."""
+        path = self.run_dir.endpoints_file
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(self.endpoints))
+        tmp.replace(path)
+
     def _write_state(self) -> None:
         """Record every child's pid, so that any tool can find (and clean up) the system."""
         state = {
@@ -957,6 +981,13 @@ class Manager:
             print(line, file=self.out, flush=True)
         except (BrokenPipeError, ValueError):
             pass  # whoever read our output went away; supervision goes on regardless
+
+
+def _reply_quietly(router: zmq.Socket[Any], identity: bytes, reply: msgspec.Struct) -> None:
+    try:
+        send_to_peer(router, identity, reply)
+    except zmq.Again:
+        pass  # a client that does not read its replies loses them, nothing else
 
 
 def _last_error_line(log_path: Path) -> str:

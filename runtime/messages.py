@@ -9,7 +9,7 @@ appended, with defaults.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -72,6 +72,7 @@ __all__ = [
     "ProcessRow",
     "PsReply",
     "PsRequest",
+    "RejectCount",
     "ReloadRequest",
     "RemoveRequest",
     "RestartRequest",
@@ -84,6 +85,7 @@ __all__ = [
     "StartRequest",
     "Stats",
     "StopRequest",
+    "StrictDecoder",
     "SupervisionDown",
     "SupervisionUp",
     "Welcome",
@@ -151,7 +153,7 @@ class Candle(_Wire, array_like=True, frozen=True, gc=False):
 
     symbol: str
     timeframe: str
-    open_time: int
+    open_time: Annotated[int, msgspec.Meta(ge=0)]
     open: Price
     high: Price
     low: Price
@@ -248,6 +250,27 @@ class HistoryReply(_Wire, tag="history_reply", frozen=True):
     last_seq: int
     candles: list[Candle]
     error: str = ""
+
+
+# --------------------------------------------------------------------------- rejects
+
+
+class RejectCount(_Wire, array_like=True, frozen=True):
+    """Frames one process refused on one of its sockets for one reason.
+
+    Parameters
+    ----------
+    socket:
+        The link (``market_data``, ``events``, ``supervision``, ``control``, ...).
+    reason:
+        Why (``frame_count``, ``decode``, ``topic``, ``open_time``, ``unauthorised``, ...).
+    count:
+        How many.
+    """
+
+    socket: str
+    reason: str
+    count: int
 
 
 # --------------------------------------------------------------------------- events
@@ -388,6 +411,8 @@ class Stats(_Body, tag="stats", frozen=True):
         The sum of those latencies.
     candles_missed:
         Candles whose seq was skipped (published, never received).
+    rejects:
+        The frames behind ``frames_rejected``, by socket and reason.
     """
 
     candles: int
@@ -403,6 +428,7 @@ class Stats(_Body, tag="stats", frozen=True):
     unrealized_pnl: float = 0.0
     journal_latency_counts: list[int] = []
     journal_latency_sum_s: float = 0.0
+    rejects: list[RejectCount] = []
 
 
 class FeedStatus(_Body, tag="feed", frozen=True):
@@ -539,9 +565,13 @@ class Ack(_Wire, tag="ack", frozen=True):
 
 
 class ProcessFigures(_Wire, tag="process_figures", frozen=True):
-    """Manager to aggregator, every second: each process's state and resources, for metrics."""
+    """Manager to aggregator, every second: each process's state and resources, for metrics.
+
+    ``rejects`` are the frames the manager itself refused since it started (cumulative).
+    """
 
     rows: list[ProcessRow]
+    rejects: list[RejectCount] = []
 
 
 EventsUp = Event | EventBatch | Hello | ProcessFigures
@@ -568,6 +598,7 @@ class ChildHeartbeat(_Wire, tag="heartbeat", frozen=True):
     realized_pnl: float = 0.0
     state: str = ""  # a worker's own state when it is not simply running ("errored")
     lag_s: float = 0.0  # the broker: how far its paced replay runs behind schedule
+    rejects: list[RejectCount] = []  # frames refused since the child started (cumulative)
 
 
 class StartFeed(_Wire, tag="start_feed", frozen=True):
@@ -724,6 +755,7 @@ class ProcessRow(_Wire, frozen=True):
     kills: dict[str, int] = {}  # by cause: watchdog, memory
     heartbeat_age_s: float = 0.0  # since the child's last heartbeat (0 when not running)
     lag_s: float = 0.0
+    rejects: list[RejectCount] = []  # from the child's last heartbeat (cumulative)
 
 
 class PsReply(_Wire, tag="ps_reply", frozen=True):
@@ -749,19 +781,41 @@ class ErrorReply(_Wire, tag="error", frozen=True):
 
 ControlReply = PsReply | OkReply | ErrorReply
 
+_T = TypeVar("_T")
+
+
+class StrictDecoder(Generic[_T]):
+    """A msgpack decoder whose every refusal is a ``msgspec.DecodeError``.
+
+    msgspec raises ``UnicodeDecodeError`` for a map key that is not UTF-8 (found by the
+    fuzz test); receivers catch ``DecodeError`` only, so it is turned into one here.
+    """
+
+    __slots__ = ("_decode",)
+
+    def __init__(self, decoder: msgspec.msgpack.Decoder[_T]) -> None:
+        self._decode = decoder.decode
+
+    def decode(self, data: bytes) -> _T:
+        try:
+            return self._decode(data)
+        except UnicodeDecodeError as exc:
+            raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
+
+
 # One encoder for everything and one strict decoder per socket direction, built once.
 ENCODER = msgspec.msgpack.Encoder()
-CANDLE_DECODER = msgspec.msgpack.Decoder(Candle)
-FEED_HEARTBEAT_DECODER = msgspec.msgpack.Decoder(FeedHeartbeat)
-EVENTS_UP_DECODER = msgspec.msgpack.Decoder(EventsUp)
-EVENTS_DOWN_DECODER = msgspec.msgpack.Decoder(EventsDown)
-HISTORY_REQUEST_DECODER = msgspec.msgpack.Decoder(HistoryRequest)
-HISTORY_REPLY_DECODER = msgspec.msgpack.Decoder(HistoryReply)
-SUPERVISION_UP_DECODER = msgspec.msgpack.Decoder(SupervisionUp)
-SUPERVISION_DOWN_DECODER = msgspec.msgpack.Decoder(SupervisionDown)
-LIFECYCLE_DECODER = msgspec.msgpack.Decoder(LifecycleEvent)
-CONTROL_REQUEST_DECODER = msgspec.msgpack.Decoder(ControlRequest)
-CONTROL_REPLY_DECODER = msgspec.msgpack.Decoder(ControlReply)
+CANDLE_DECODER = StrictDecoder(msgspec.msgpack.Decoder(Candle))
+FEED_HEARTBEAT_DECODER = StrictDecoder(msgspec.msgpack.Decoder(FeedHeartbeat))
+EVENTS_UP_DECODER = StrictDecoder(msgspec.msgpack.Decoder(EventsUp))
+EVENTS_DOWN_DECODER = StrictDecoder(msgspec.msgpack.Decoder(EventsDown))
+HISTORY_REQUEST_DECODER = StrictDecoder(msgspec.msgpack.Decoder(HistoryRequest))
+HISTORY_REPLY_DECODER = StrictDecoder(msgspec.msgpack.Decoder(HistoryReply))
+SUPERVISION_UP_DECODER = StrictDecoder(msgspec.msgpack.Decoder(SupervisionUp))
+SUPERVISION_DOWN_DECODER = StrictDecoder(msgspec.msgpack.Decoder(SupervisionDown))
+LIFECYCLE_DECODER = StrictDecoder(msgspec.msgpack.Decoder(LifecycleEvent))
+CONTROL_REQUEST_DECODER = StrictDecoder(msgspec.msgpack.Decoder(ControlRequest))
+CONTROL_REPLY_DECODER = StrictDecoder(msgspec.msgpack.Decoder(ControlReply))
 # The journal keeps bodies as JSON so that they read well in sqlite3 and json_extract().
 EVENT_BODY_JSON_ENCODER = msgspec.json.Encoder()
 EVENT_BODY_JSON_DECODER = msgspec.json.Decoder(EventBody)

@@ -26,6 +26,13 @@ __all__ = ["COMMIT_BUCKETS_S", "AggregatorCollector", "AggregatorCounters"]
 # Upper bounds (seconds) of the journal-commit histogram: an fsync'd SQLite commit.
 COMMIT_BUCKETS_S: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
+# Series that exist at zero from the start (a rate() over them has data before any reject).
+_WORKER_REJECTS = [
+    ("market_data", reason)
+    for reason in ("frame_count", "topic", "decode", "topic_mismatch", "open_time")
+]
+_AGGREGATOR_REJECTS = [("events", "frame_count"), ("events", "decode")]
+
 
 @dataclass(slots=True)
 class AggregatorCounters:
@@ -127,7 +134,7 @@ class AggregatorCollector(Collector):
         )
         rejected = CounterMetricFamily(
             "stratrun_frames_rejected",
-            "Malformed frames counted and dropped, by process and socket.",
+            "Frames and connections refused and dropped, by process, socket and reason.",
             labels=["process", "socket", "reason"],
         )
         for sid, fig in sorted(snapshot.items()):
@@ -148,9 +155,19 @@ class AggregatorCollector(Collector):
             positions.add_metric([sid], len(fig.positions))
             pnl.add_metric([sid], fig.realized_pnl)
             last_seq.add_metric([sid], fig.last_seq)
-            rejected.add_metric([sid, "market_data", "invalid"], fig.frames_rejected)
-        for (socket, reason), count in sorted(self._counters.rejects.by_reason.copy().items()):
+            by_reason = {key: 0 for key in _WORKER_REJECTS} | dict(fig.rejects)
+            for (socket, reason), count in sorted(by_reason.items()):
+                rejected.add_metric([sid, socket, reason], count)
+        own = {key: 0 for key in _AGGREGATOR_REJECTS}
+        own |= {(r.socket, r.reason): r.count for r in self._counters.rejects.totals()}
+        for (socket, reason), count in sorted(own.items()):
             rejected.add_metric(["aggregator", socket, reason], count)
+        for r in self._processes.manager_rejects():
+            rejected.add_metric(["manager", r.socket, r.reason], r.count)
+        for row in self._processes.snapshot():
+            if row.role == "broker":  # workers report through Stats, the aggregator above
+                for r in row.rejects:
+                    rejected.add_metric([row.name, r.socket, r.reason], r.count)
         journaled = CounterMetricFamily(
             "stratrun_journal_events", "Events written to the journal (duplicates excluded)."
         )

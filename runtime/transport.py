@@ -6,15 +6,19 @@ linger 0 on the way out (see :func:`close_all`).
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import zmq
 
-from runtime.messages import ENCODER
+from runtime.messages import ENCODER, RejectCount
 
 __all__ = [
+    "MAX_BYTES",
+    "MAX_FRAME_BYTES",
     "RejectCounter",
     "close_all",
     "open_socket",
@@ -23,8 +27,17 @@ __all__ = [
     "send_topic",
 ]
 
-# Frames bigger than this are refused by libzmq before they reach us (ZMQ_MAXMSGSIZE).
+# Frames bigger than this are refused by libzmq before they reach us (ZMQ_MAXMSGSIZE): the
+# peer that sent one is disconnected. The default, and the cap of each link by what it carries.
 MAX_FRAME_BYTES = 1 << 20
+MAX_BYTES: dict[str, int] = {
+    "market_data": 64 << 10,  # a candle is ~100 bytes, a feed heartbeat ~50 per stream
+    "events": 8 << 20,  # an error's traceback; the manager's figures of every process
+    "supervision": 64 << 10,  # ready, heartbeats, commands
+    "control": 64 << 10,  # requests are a name or a path (replies go the other way)
+    "control_reply": 16 << 20,  # ps of a large system, on the CLI's side
+    "lifecycle": 64 << 10,
+}
 
 
 def open_socket(
@@ -36,17 +49,24 @@ def open_socket(
     identity: bytes | None = None,
     sndhwm: int | None = None,
     rcvhwm: int | None = None,
+    max_bytes: int = MAX_FRAME_BYTES,
+    configure: Callable[[zmq.Socket[Any]], None] | None = None,
 ) -> zmq.Socket[Any]:
-    """A socket with linger 0 and a frame-size cap, bound or connected as asked."""
+    """A socket with linger 0 and a frame-size cap, bound or connected as asked.
+
+    ``configure`` runs before bind/connect (security options must be set by then).
+    """
     sock: zmq.Socket[Any] = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)
     if rcvhwm is not None:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    if configure is not None:
+        configure(sock)
     if bind is not None:
         sock.bind(bind)
     if connect is not None:
@@ -84,14 +104,36 @@ def close_all(*sockets: zmq.Socket[Any] | None) -> None:
 
 
 class RejectCounter:
-    """Frames refused on each socket, by reason; read by whoever reports figures."""
+    """Frames refused on each socket, by reason; read by whoever reports figures.
+
+    Thread-safe: the security layer counts refused handshakes from its own thread.
+    """
 
     def __init__(self) -> None:
         self.by_reason: Counter[tuple[str, str]] = Counter()
+        self._reported: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
 
-    def add(self, socket: str, reason: str) -> None:
-        self.by_reason[(socket, reason)] += 1
+    def add(self, socket: str, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.by_reason[(socket, reason)] += count
 
     @property
     def total(self) -> int:
-        return sum(self.by_reason.values())
+        with self._lock:
+            return sum(self.by_reason.values())
+
+    def totals(self) -> list[RejectCount]:
+        """Every count since the start, for a cumulative report (heartbeats, figures)."""
+        with self._lock:
+            items = sorted(self.by_reason.items())
+        return [RejectCount(socket, reason, count) for (socket, reason), count in items]
+
+    def take_new(self) -> list[RejectCount]:
+        """The counts added since the previous call, for a report of deltas (Stats)."""
+        with self._lock:
+            new = self.by_reason - self._reported
+            self._reported = Counter(self.by_reason)
+        return [
+            RejectCount(socket, reason, count) for (socket, reason), count in sorted(new.items())
+        ]

@@ -13,6 +13,8 @@ ETH = ROOT / "examples" / "data" / "crypto" / "ETH-BTC-5m.csv"
 
 _HEAD = (
     f"""
+[runtime]
+plugin_paths = ["{ROOT}"]
 [broker]
 speed = 0
 [[broker.feeds]]

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CRYPTO = ROOT / "examples" / "data" / "crypto"
 
 CONFIG = f"""
+[runtime]
+plugin_paths = ["{ROOT}"]
 [broker]
 speed = 0
 [[broker.feeds]]

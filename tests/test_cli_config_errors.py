@@ -44,9 +44,9 @@ CASES = {
         "duplicate strategy id 'one'",
     ),
     "class that does not import": (
-        GOOD.replace("workers.strategies.sma_cross:SmaCross", "workers.nothing_here:Nope"),
+        GOOD.replace("workers.strategies.sma_cross:SmaCross", "workers.strategies.nothing:No"),
         "strategies[0].class",
-        "cannot import 'workers.nothing_here'",
+        "cannot import 'workers.strategies.nothing'",
     ),
 }
 

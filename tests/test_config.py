@@ -365,8 +365,12 @@ def test_strategy_module_failing_with_a_multiline_message_still_gives_one_line(
         'raise RuntimeError("first line\\nsecond line")\n', encoding="utf-8"
     )
     monkeypatch.syspath_prepend(str(module_dir))
-    text = BROKER + STRATEGY.replace(
-        "workers.strategies.sma_cross:SmaCross", "stratrun_broken_strategy_mod:Anything"
+    text = (
+        '[runtime]\nplugin_paths = ["mods"]\n'
+        + BROKER
+        + STRATEGY.replace(
+            "workers.strategies.sma_cross:SmaCross", "stratrun_broken_strategy_mod:Anything"
+        )
     )
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as info:

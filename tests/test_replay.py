@@ -118,12 +118,15 @@ def test_timestamp_without_zone(tmp_path: Path) -> None:
 
 def test_non_increasing_time(tmp_path: Path) -> None:
     path = _csv(tmp_path, GOOD + "2018-01-10T05:05:00Z,1.4,1.4,1.4,1.4,1\n")
-    assert _error_line(path) == f"{path}:5: time does not increase"
+    assert _error_line(path) == f"{path}:5: duplicate timestamp 2018-01-10T05:05:00Z (line 4)"
 
 
 def test_time_going_backwards(tmp_path: Path) -> None:
     path = _csv(tmp_path, GOOD.replace("2018-01-10T05:00:00Z", "2018-01-10T04:50:00Z"))
-    assert _error_line(path) == f"{path}:3: time does not increase"
+    assert _error_line(path) == (
+        f"{path}:3: time does not increase: 2018-01-10T04:50:00Z is before line 2 "
+        "(rows must be sorted by time)"
+    )
 
 
 def test_high_below_low(tmp_path: Path) -> None:

@@ -35,9 +35,9 @@ from tests.harness import (
     write_config,
 )
 
-HEAD = eth_system(speed=6000, runtime="stop_timeout_s = 5\nRUNTIME_EXTRA") + sma_strategy(
-    "steady", 3, 8
-)
+# tests.sample_strategies is outside workers.strategies: its folder must be a plugin path.
+RUNTIME = f'stop_timeout_s = 5\nplugin_paths = ["{REPO}"]\nRUNTIME_EXTRA'
+HEAD = eth_system(speed=6000, runtime=RUNTIME) + sma_strategy("steady", 3, 8)
 
 
 def strategy(sid: str, cls: str, params: str = "{}") -> str:

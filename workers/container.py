@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from runtime.config import StrategyConfig
 from runtime.messages import Candle, Direction, EventBody, PositionSide, Side, Signal
+from runtime.secrets import Secret, SecretError, resolve
 from workers.services.actions import ActionQueueService, ClosePosition, OpenPosition
 from workers.services.analyzers import AnalyzerRegistry
 from workers.services.entry import EntryOrchestrator
@@ -60,6 +61,13 @@ class StrategyServiceContainer:
     @property
     def log(self) -> logging.Logger:
         return self.logger
+
+    def secret(self, name: str) -> Secret:
+        """The secret ``name`` of the config, read now from its variable or file."""
+        ref = self.config.secrets.get(name)
+        if ref is None:
+            raise SecretError(f"no secret named {name!r} in the strategy's config")
+        return resolve(ref)
 
     def position(self, symbol: str) -> PositionView | None:
         """The open position on ``symbol`` (pending entries and closing exits excluded)."""

@@ -10,7 +10,7 @@ import msgspec
 import zmq
 
 from runtime.messages import HISTORY_REPLY_DECODER, Candle, HistoryReply, HistoryRequest
-from runtime.transport import RejectCounter, open_socket, send_payload
+from runtime.transport import RejectCounter, send_payload
 
 __all__ = ["HistoryClient", "HistoryUnavailable"]
 
@@ -23,11 +23,10 @@ class HistoryClient:
     """A DEALER to the broker's history ROUTER; one request at a time, replies matched by id."""
 
     def __init__(
-        self, ctx: zmq.Context[Any], endpoint: str, rejects: RejectCounter, timeout_s: float = 2.0
+        self, socket: zmq.Socket[Any] | None, rejects: RejectCounter, timeout_s: float = 2.0
     ) -> None:
-        # No endpoint (a broker without history): every fetch fails at once.
-        self.socket = open_socket(ctx, zmq.DEALER, connect=endpoint or None)
-        self._endpoint = endpoint
+        # No socket (a broker without a history endpoint): every fetch fails at once.
+        self.socket = socket
         self._rejects = rejects
         self._timeout_s = timeout_s
         self._ids = itertools.count(1)
@@ -51,7 +50,7 @@ class HistoryClient:
         return candles
 
     def _ask(self, request: HistoryRequest) -> HistoryReply:
-        if not self._endpoint:
+        if self.socket is None:
             raise HistoryUnavailable("the broker has no history endpoint")
         self.requests += 1
         try:

@@ -27,7 +27,7 @@ import psutil
 import zmq
 
 from broker.resample import timeframe_ms
-from runtime.child import StopFlag, SupervisionLink, name_process, setup_logging
+from runtime.child import StopFlag, SupervisionLink, child_security, name_process, setup_logging
 from runtime.messages import (
     CANDLE_DECODER,
     EVENTS_DOWN_DECODER,
@@ -47,8 +47,9 @@ from runtime.messages import (
     Welcome,
     candle_topic,
 )
+from runtime.security import KeysError, Security
 from runtime.specs import WorkerSpec, read_spec
-from runtime.transport import RejectCounter, close_all, open_socket, send_payload
+from runtime.transport import close_all, send_payload
 from workers.feed import FeedHealth, SeqCheck, StreamSeqs
 from workers.history_client import HistoryClient, HistoryUnavailable
 from workers.latency import LatencyCounts
@@ -81,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     ctx: zmq.Context[Any] = zmq.Context()
     sockets: list[zmq.Socket[Any]] = []
+    security: Security | None = None
     try:
-        worker = _Worker(ctx, spec, stop, log, sockets)
+        security = child_security(ctx, spec, log, server=False)
+        worker = _Worker(security, spec, stop, log, sockets)
         worker.start()
         # What start-up built (modules, the strategy's services) lives as long as the process:
         # frozen out of the collector, later collections only walk what candles create.
@@ -91,18 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         worker.run()
         worker.finish()
         return 0
-    except StartupError as exc:
+    except (StartupError, KeysError) as exc:
         log.error("not ready: %s", exc)
         return 1
     finally:
         close_all(*sockets)
+        if security is not None:
+            security.close()
         ctx.term()
 
 
 class _Worker:
     def __init__(
         self,
-        ctx: zmq.Context[Any],
+        security: Security,
         spec: WorkerSpec,
         stop: StopFlag,
         log: logging.Logger,
@@ -112,13 +117,21 @@ class _Worker:
         self.sid = spec.strategy.id
         self.stop = stop
         self.log = log
-        self.rejects = RejectCounter()
-        self.events = open_socket(ctx, zmq.DEALER, connect=spec.endpoints.events, sndhwm=100_000)
-        self.sub = open_socket(ctx, zmq.SUB, rcvhwm=spec.market_data_hwm)
+        self.rejects = security.rejects
+        self.events = security.client(
+            zmq.DEALER, "events", connect=spec.endpoints.events, sndhwm=100_000
+        )
+        self.sub = security.client(zmq.SUB, "market_data", rcvhwm=spec.market_data_hwm)
         sockets += [self.events, self.sub]
-        self.history = HistoryClient(ctx, spec.endpoints.history, self.rejects)
-        sockets.append(self.history.socket)
-        self.sup = SupervisionLink(ctx, spec.endpoints.supervision, spec.name, "worker")
+        history = (
+            security.client(zmq.DEALER, "history", connect=spec.endpoints.history)
+            if spec.endpoints.history
+            else None
+        )
+        self.history = HistoryClient(history, self.rejects)
+        if history is not None:
+            sockets.append(history)
+        self.sup = SupervisionLink(security, spec.endpoints.supervision, spec.name, "worker")
         sockets.append(self.sup.socket)
         streams = spec.strategy.streams
         # topic frame -> (symbol, timeframe, stream key): checked against each candle's fields
@@ -143,6 +156,7 @@ class _Worker:
         self.lag_s = 0.0
         self.held: dict[str, list[Candle]] = {}  # per stream: candles after a hole not yet filled
         self.next_retry = 0.0
+        self.last_open_time: dict[str, int] = {}  # per stream: time only moves forward
 
     # -- start-up ------------------------------------------------------------------
 
@@ -390,7 +404,7 @@ class _Worker:
             self.rejects.add("market_data", "topic")
             return
         try:
-            candle = CANDLE_DECODER.decode(payload)
+            candle = CANDLE_DECODER.decode(payload)  # also refuses NaN, inf, <= 0, high < low
         except msgspec.DecodeError:
             self.rejects.add("market_data", "decode")
             return
@@ -424,6 +438,7 @@ class _Worker:
             self.epoch = beat.epoch
             for stream in self.seqs.last:
                 self.seqs.last[stream] = 0
+            self.last_open_time.clear()
             self.held.clear()
             return
         # Continuity: a heartbeat follows the candles sent before it, so a last seq beyond
@@ -441,10 +456,12 @@ class _Worker:
             self._retry_held(stream)
             return
         seq, last = candle.seq, self.seqs.last[stream]
-        if seq == last + 1:  # the usual case, tested first and without the enum
+        if seq <= last:
+            self.counts.duplicate += 1  # a resumed broker sending again what it had sent
+        elif candle.open_time <= self.last_open_time.get(stream, -1):
+            self.rejects.add("market_data", "open_time")  # a newer seq at an older time: forged
+        elif seq == last + 1:
             self._use(candle, live=True, stream=stream)
-        elif seq <= last:
-            self.counts.duplicate += 1
         else:
             self.counts.gaps += 1
             self.held[stream] = [candle]
@@ -506,7 +523,9 @@ class _Worker:
         runner = self.runner
         assert runner is not None
         runner.on_candle(candle)
-        self.seqs.last[stream or f"{candle.symbol}|{candle.timeframe}"] = candle.seq
+        stream = stream or f"{candle.symbol}|{candle.timeframe}"
+        self.seqs.last[stream] = candle.seq
+        self.last_open_time[stream] = candle.open_time
         if live and candle.publish_ns:
             lag = (time.time_ns() - candle.publish_ns) / 1e9
             self.latency.add(lag)
@@ -576,6 +595,7 @@ class _Worker:
                 self.runner.container.positions.unrealized_pnl,
                 journal_counts,
                 journal_total,
+                rejects=self.rejects.take_new(),
             )
         )
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import msgspec
 
 from runtime.messages import Candle, Direction, OrderFilled, PositionSide
+from runtime.secrets import Secret
 
 if TYPE_CHECKING:
     from workers.services.analyzers import AnalyzerRegistry
@@ -42,6 +43,10 @@ class StrategyContext(Protocol):
     @property
     def log(self) -> logging.Logger:
         """A logger writing to this strategy's log file (warnings also become events)."""
+        ...
+
+    def secret(self, name: str) -> Secret:
+        """A secret named in the strategy's config (``secrets``); print it and you see ***."""
         ...
 
     @property

@@ -387,7 +387,7 @@ def test_the_walk_finds_what_is_shared() -> None:
     b.strategy.extra = {"x": common}  # type: ignore[attr-defined]
     (line,) = _shared(a, b, known)
     assert "on_close[1].<closure common>" in line
-    assert "b.strategy.extra['x']" in line
+    assert "extra['x']" in line  # reached through b.strategy (or a bound method of it)
     mine = _mutable_objects(a, "a")
     assert id(a.container.logger) not in mine
     for reached in (

@@ -63,6 +63,12 @@ class StrategyRunner:
         cls = load_strategy_class(config.class_path)
         params = msgspec.convert(config.params, cls.Params)
         self.strategy: Strategy = cls(self.container, params)
+        # Bound once: on_candle runs for every candle and these never change.
+        self._decision_tf = config.timeframe
+        self._mark = self.container.positions.mark
+        self._update_indicators = self.container.indicators.update
+        self._decide = self.strategy.on_candle
+        self._queued = self.container.actions.queue  # the live list, emptied by drain()
 
     @property
     def log(self) -> logging.Logger:
@@ -147,7 +153,7 @@ class StrategyRunner:
         self.candles += 1
         c = self.container
         symbol, timeframe = candle.symbol, candle.timeframe
-        if timeframe == self.config.timeframe:
+        if timeframe == self._decision_tf:
             for fill in c.execution.on_candle(candle):
                 c.positions.on_fill(fill)
                 self.log.info(
@@ -162,20 +168,21 @@ class StrategyRunner:
                 self._guarded("on_fill", self.strategy.on_fill, fill)
             if self.state == "errored":
                 return  # it gave up inside on_fill: this candle ends here too
-            c.positions.mark(candle, symbol)
-        c.indicators.update(candle, symbol, timeframe)
+            self._mark(candle, symbol)
+        self._update_indicators(candle, symbol, timeframe)
         if c.gate is not None:
             c.gate.observe(candle, symbol, timeframe)
         if self.state == "paused":
             return
         try:  # _guarded("on_candle", ...), written out: this runs on every candle
-            self.strategy.on_candle(candle)
+            self._decide(candle)
         except Exception as exc:
             self._failed("on_candle", exc)
             c.actions.drain()  # what a failing hook half-decided is not acted on
             return
         self.consecutive_errors = 0
-        c.carry_out()
+        if self._queued:  # most candles decide nothing: skip the call
+            c.carry_out()
 
     def _guarded(self, where: str, hook: Callable[..., Any], *args: Any) -> bool:
         try:

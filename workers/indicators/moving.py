@@ -13,7 +13,6 @@ from workers.indicators._base import (
     Bar,
     Indicator,
     IndicatorParams,
-    RollingSum,
     require_at_least,
 )
 
@@ -21,19 +20,38 @@ __all__ = ["SMA", "Ema", "EmaCore", "EmaParams", "Sma", "SmaParams", "Wma", "Wma
 
 
 class SMA:
-    """Simple moving average of plain floats: ``SMA(period).update(x) -> float | None``."""
+    """Simple moving average of plain floats: ``SMA(period).update(x) -> float | None``.
+
+    RollingSum's arithmetic written out in one method (same operations in the same order,
+    so the same values to the last bit): strategies call this on every candle.
+    """
+
+    __slots__ = ("_resum_in", "_total", "_window", "period", "value")
 
     def __init__(self, period: int) -> None:
         require_at_least("period", period, 1)
         self.period = period
-        self._sum = RollingSum(period)
+        self._window: deque[float] = deque(maxlen=period)
+        self._total = 0.0
+        self._resum_in = max(period, RESUM_EVERY)
         self.value: float | None = None
 
     def update(self, x: float) -> float | None:
         """Add one value; returns the average once ``period`` values are in."""
-        self._sum.push(x)
-        if self._sum.full:
-            self.value = self._sum.total / self.period
+        window = self._window
+        period = self.period
+        full = len(window) == period
+        if full:
+            self._total -= window[0]
+        window.append(x)
+        self._total += x
+        self._resum_in -= 1
+        if self._resum_in == 0:
+            self._total = math.fsum(window)
+            self._resum_in = max(period, RESUM_EVERY)
+        if full or len(window) == period:
+            self.value = value = self._total / period
+            return value
         return self.value
 
 

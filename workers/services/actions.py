@@ -39,19 +39,22 @@ class ClosePosition:
 Action = OpenPosition | ClosePosition
 
 
+_NONE: list[Action] = []  # never appended to: drain() hands it out when nothing is queued
+
+
 class ActionQueueService:
     """An ordered, deduplicated queue of actions for one strategy."""
 
     def __init__(self, positions: PositionLifecycleService) -> None:
         self._positions = positions
-        self._queue: list[Action] = []
+        self.queue: list[Action] = []  # oldest first; only this service changes it
         self.refused = 0
 
     def enqueue(self, action: Action) -> bool:
         """Queue ``action`` unless it repeats what is already decided; True if queued."""
         queued_close = queued_open = False
         symbol = action.symbol
-        for queued in self._queue:
+        for queued in self.queue:
             if queued.symbol == symbol:
                 if isinstance(queued, ClosePosition):
                     queued_close = True
@@ -64,19 +67,22 @@ class ActionQueueService:
             case ClosePosition():
                 ok = not queued_close and active is not None and active.state is _OPEN
         if ok:
-            self._queue.append(action)
+            self.queue.append(action)
         else:
             self.refused += 1
         return ok
 
     def pending(self, symbol: str | None = None) -> list[Action]:
         """Queued actions (of one symbol, or all), oldest first."""
-        return [a for a in self._queue if symbol is None or a.symbol == symbol]
+        return [a for a in self.queue if symbol is None or a.symbol == symbol]
 
     def drain(self) -> list[Action]:
         """Hand over every queued action, oldest first, and empty the queue."""
-        actions, self._queue = self._queue, []
+        if not self.queue:
+            return _NONE  # most candles decide nothing: no new list for them
+        actions = self.queue[:]
+        self.queue.clear()  # the same list object: holders of it (the runner) see it empty
         return actions
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self.queue)

@@ -3,8 +3,11 @@ aggregator away for long, a slow strategy next to normal ones."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +19,12 @@ import pytest
 from tests.harness import REPO, RunningSystem, eth_system, fetch, wait_until, write_config
 
 Make = Callable[..., RunningSystem]
+
+
+def head(speed: float = 3000, runtime: str = "", broker: str = "") -> str:
+    """The shared test-config head, with extra ``[runtime]`` and ``[broker]`` lines."""
+    base = eth_system(speed=speed, runtime=runtime)
+    return base.replace("heartbeat_interval_s = 0.5", f"heartbeat_interval_s = 0.2\n{broker}")
 
 
 def strategy(sid: str, cls: str, params: str = "{}", extra: str = "") -> str:
@@ -67,6 +76,11 @@ def logged_seqs(system: RunningSystem, sid: str) -> list[int]:
     return [int(b["message"]) for b in events(system, sid, "log") if b["level"] == "warning"]
 
 
+def breaks(seqs: list[int]) -> list[tuple[int, int]]:
+    """Where a list of seqs is not contiguous: (before, after) pairs."""
+    return [(a, b) for a, b in itertools.pairwise(seqs) if b != a + 1]
+
+
 def event_seqs(system: RunningSystem, sid: str) -> list[int]:
     rows = system.journal_rows("SELECT seq FROM events WHERE strategy_id = ? ORDER BY seq", sid)
     return [seq for (seq,) in rows]
@@ -102,3 +116,54 @@ def test_a_late_worker_is_warm_before_its_first_decision(make_system: Make, tmp_
     # Its first decision already had every candle since the stream's start behind it.
     assert first_seen == first_seq, seen[:5]
     assert all(s == q for s, q in seen), "no candle missed or seen twice after that"
+
+
+def feed_states(system: RunningSystem, sid: str) -> list[str]:
+    return [body["state"] for body in events(system, sid, "feed")]
+
+
+def test_a_stale_feed_is_reported_and_recovered(make_system: Make) -> None:
+    # The broker's restart waits longer than the stale timeout, so its death is seen as a
+    # stale feed too; the watchdog (10 s) leaves a broker stopped for a few seconds alone.
+    system = make_system(
+        head(runtime="restart = { delay_s = 1.5, jitter = 0.0 }", broker="stale_after_s = 1.0")
+        + strategy("rec", "SeqRecorder")
+    )
+    rows = system.wait_all_running()
+    broker = rows["broker"].pid
+    wait_until(lambda: len(logged_seqs(system, "rec")) >= 10, 60, "candles to flow")
+
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        wait_until(lambda: feed_states(system, "rec") == ["stale"], 10, "a stale report")
+        wait_until(
+            lambda: metric(system, "stratrun_feed_stale", "rec") == 1.0, 10, "the stale gauge"
+        )
+        before = len(logged_seqs(system, "rec"))
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    wait_until(
+        lambda: feed_states(system, "rec") == ["stale", "recovered"], 10, "a recovery report"
+    )
+    wait_until(lambda: metric(system, "stratrun_feed_stale", "rec") == 0.0, 10, "gauge at 0")
+    wait_until(lambda: len(logged_seqs(system, "rec")) >= before + 10, 30, "candles again")
+    assert system.ps()["broker"].pid == broker, "stopped, not restarted"
+
+    # Killed, the broker is restarted and resumes its replay where it was.
+    at_kill = logged_seqs(system, "rec")[-1]
+    os.kill(broker, signal.SIGKILL)
+    wait_until(
+        lambda: feed_states(system, "rec") == ["stale", "recovered"] * 2,
+        30,
+        "the restarted broker's feed to be reported stale, then recovered",
+    )
+    wait_until(
+        lambda: logged_seqs(system, "rec")[-1] >= at_kill + 20, 30, "candles after the restart"
+    )
+    restarted = system.ps()["broker"]
+    assert restarted.pid != broker and restarted.restarts == 1
+    # Each candle decided on exactly once, in order: the resumed replay's repeats were
+    # dropped, and it did not start the stream again from seq 1.
+    seqs = logged_seqs(system, "rec")
+    assert seqs == list(range(1, len(seqs) + 1)), breaks(seqs)
+    assert "resuming after" in system.run_dir.log_file("broker").read_text()

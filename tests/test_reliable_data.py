@@ -10,13 +10,22 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import REPO, RunningSystem, eth_system, fetch, wait_until, write_config
+from tests.harness import (
+    REPO,
+    RunningSystem,
+    eth_system,
+    fetch,
+    sma_strategy,
+    wait_until,
+    write_config,
+)
 
 Make = Callable[..., RunningSystem]
 
@@ -167,3 +176,38 @@ def test_a_stale_feed_is_reported_and_recovered(make_system: Make) -> None:
     seqs = logged_seqs(system, "rec")
     assert seqs == list(range(1, len(seqs) + 1)), breaks(seqs)
     assert "resuming after" in system.run_dir.log_file("broker").read_text()
+
+
+def test_an_aggregator_away_for_30s_loses_nothing(make_system: Make) -> None:
+    # The watchdog is set above the time away so the stopped aggregator is not killed;
+    # 50 unacknowledged events at most in memory, so the workers spill while it is away.
+    system = make_system(
+        head(runtime="watchdog_timeout_s = 60")
+        + strategy("rec", "SeqRecorder", extra="max_unacked_events = 50\n")
+        + sma_strategy("sma", 3, 8)
+        + "max_unacked_events = 50\n"
+    )
+    rows = system.wait_all_running()
+    aggregator = rows["aggregator"].pid
+    wait_until(lambda: len(logged_seqs(system, "rec")) >= 10, 60, "candles to flow")
+    spill = system.run_dir.root / "spill" / "rec.spill"
+
+    os.kill(aggregator, signal.SIGSTOP)
+    try:
+        stopped_at = time.monotonic()
+        wait_until(spill.exists, 30, "the worker to spill unacknowledged events")
+        # The scenario itself (not a readiness wait): it stays away for 30 s.
+        wait_until(lambda: time.monotonic() - stopped_at >= 30, 40, "30 s away", interval=1)
+        decided = system.ps()["rec"].candles
+    finally:
+        os.kill(aggregator, signal.SIGCONT)
+    assert decided >= 300, "about 10 candles a second went on meanwhile"
+
+    wait_until(lambda: len(logged_seqs(system, "rec")) >= decided, 60, "the backlog journaled")
+    wait_until(lambda: not spill.exists(), 30, "the spill file cleared once acknowledged")
+    assert system.ps()["aggregator"].pid == aggregator
+    seqs = logged_seqs(system, "rec")
+    assert seqs == list(range(1, len(seqs) + 1)), breaks(seqs)
+    for sid in ("rec", "sma"):
+        journaled = event_seqs(system, sid)
+        assert journaled == list(range(1, len(journaled) + 1)), (sid, breaks(journaled))

@@ -246,6 +246,7 @@ class _Worker:
         key = _replay_order(order)
         for candle in sorted(warm, key=key):
             self.runner.warm(candle)
+            self._beat()
         for candle in sorted(catch_up, key=key):
             self._use(candle, live=False)
             self.counts.backfilled += 1
@@ -487,6 +488,15 @@ class _Worker:
             self.latency.add(lag)
             self.lag_s = lag
         self._flush()
+        self._beat()
+
+    def _beat(self) -> None:
+        """Heartbeat the manager when due, also between the candles of a long run (a
+        backlog, a backfill, warm-up): a slow strategy that makes progress is not stuck,
+        and must not be killed by the watchdog while it catches up."""
+        now = time.monotonic()
+        if self.sup.heartbeat_due(now):
+            self.sup.heartbeat(now, self._figures())
 
     def _flush(self) -> None:
         assert self.runner is not None

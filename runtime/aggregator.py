@@ -166,6 +166,7 @@ class _Intake:
             cursor,
             list(fig.pending_orders.values()),
             epoch,
+            list(fig.last_closed.values()),
         )
         _reply(self._router, identity, welcome)
 

@@ -50,6 +50,7 @@ class StrategyFigures:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     latency_sum_s: float = 0.0
     pending_orders: dict[str, PendingOrder] = field(default_factory=dict)
+    last_closed: dict[str, PositionClosed] = field(default_factory=dict)  # by symbol
 
     def copy(self) -> StrategyFigures:
         return StrategyFigures(
@@ -69,6 +70,7 @@ class StrategyFigures:
             list(self.latency_counts),
             self.latency_sum_s,
             dict(self.pending_orders),
+            dict(self.last_closed),
         )
 
 
@@ -112,6 +114,7 @@ class Figures:
                     _open(fig.positions, body)
                 case PositionClosed():
                     fig.realized_pnl += body.realized_pnl
+                    fig.last_closed[body.symbol] = body
                     _close(fig.positions, body)
 
     def get(self, strategy_id: str) -> StrategyFigures:

@@ -507,7 +507,11 @@ class PendingOrder(_Wire, frozen=True):
 
 
 class Welcome(_Wire, tag="welcome", frozen=True):
-    """The aggregator's answer to Hello: the last journaled seq and the open positions."""
+    """The aggregator's answer to Hello: the last journaled seq and the open positions.
+
+    ``last_closed`` holds the last position closed on each symbol: rules that look back at
+    it (the cooldown after a loss) must see it after a restart as they did before.
+    """
 
     strategy_id: str
     last_seq: int
@@ -517,6 +521,7 @@ class Welcome(_Wire, tag="welcome", frozen=True):
     cursor: dict[str, int] = {}
     pending_orders: list[PendingOrder] = []
     epoch: str = ""
+    last_closed: list[PositionClosed] = []
 
 
 class Ack(_Wire, tag="ack", frozen=True):

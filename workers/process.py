@@ -151,7 +151,12 @@ class _Worker:
             max_unacked=self.spec.max_unacked_events,
         )
         self.runner = StrategyRunner(self.spec.strategy, outbox)
-        self.runner.restore(welcome.open_positions, welcome.realized_pnl, welcome.pending_orders)
+        self.runner.restore(
+            welcome.open_positions,
+            welcome.realized_pnl,
+            welcome.pending_orders,
+            welcome.last_closed,
+        )
         self.runner.container.on_close.append(self._unsubscribe)
         self.candles_before = welcome.candles
         for topic in sorted(self.topics):

@@ -25,6 +25,7 @@ from runtime.messages import (
     Welcome,
 )
 from runtime.metrics import AggregatorCollector, AggregatorCounters
+from runtime.seq_order import SeqOrder
 from runtime.specs import AggregatorSpec, read_spec
 from runtime.transport import close_all, open_socket, send_to_peer
 
@@ -45,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     journal = Journal(spec.journal)
     figures = Figures()
-    for _, event in journal.events():
-        figures.apply(event)
+    order = SeqOrder(journal, figures, log)
+    order.rebuild()
     counters = AggregatorCounters()
     processes = ProcessTable()
     registry = CollectorRegistry()
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("journal %s; metrics on %s", spec.journal, metrics_url)
         sup.ready(metrics_url=metrics_url)
         _serve(
-            router, sup, _Intake(router, journal, figures, counters, log, processes), counters, stop
+            router,
+            sup,
+            _Intake(router, journal, figures, order, counters, log, processes),
+            counters,
+            stop,
         )
         log.info("aggregator stopping after %d events journaled", counters.journaled)
         return 0
@@ -89,11 +94,13 @@ class _Intake:
         router: zmq.Socket[Any],
         journal: Journal,
         figures: Figures,
+        order: SeqOrder,
         counters: AggregatorCounters,
         log: logging.Logger,
         processes: ProcessTable,
     ) -> None:
         self._router = router
+        self._order = order
         self._processes = processes
         self._journal = journal
         self._figures = figures
@@ -129,6 +136,7 @@ class _Intake:
                     self._acks[key] = max(self._acks.get(key, 0), last)
             case Hello():
                 self.commit()  # so the reply reflects everything received before it
+                self._order.settle(message.strategy_id)
                 self._welcome(identity, message)
             case ProcessFigures():
                 self._processes.update(message.rows)
@@ -136,12 +144,13 @@ class _Intake:
     def commit(self) -> None:
         """Journal the batch in one transaction, then acknowledge it (duplicates included)."""
         inserted = self._journal.append(self._pending, self._batches)
-        for event in inserted:
-            self._figures.apply(event)
+        self._order.journaled(inserted)
         self._counters.journaled += len(inserted)
         self._counters.duplicates += len(self._pending) - len(inserted)
         for (identity, sid), seq in self._acks.items():
-            _reply(self._router, identity, Ack(sid, seq))
+            # Up to the first hole, never past it: what is missing stays with the worker,
+            # which resends it at once on seeing it received something after the hole.
+            _reply(self._router, identity, Ack(sid, self._order.upto(sid), seq))
         self._pending.clear()
         self._batches.clear()
         self._acks.clear()

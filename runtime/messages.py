@@ -525,10 +525,15 @@ class Welcome(_Wire, tag="welcome", frozen=True):
 
 
 class Ack(_Wire, tag="ack", frozen=True):
-    """Every event of ``strategy_id`` up to ``seq`` is committed to the journal."""
+    """Every event of ``strategy_id`` up to ``seq`` is committed to the journal.
+
+    ``received`` is the highest seq the commit took from this worker; above ``seq`` it
+    means a hole after ``seq`` (a batch lost on the way): the worker sends again at once.
+    """
 
     strategy_id: str
     seq: int
+    received: int = 0
 
 
 class ProcessFigures(_Wire, tag="process_figures", frozen=True):

@@ -61,6 +61,7 @@ _QUIET_HEARTBEAT_S = 5.0  # a Heartbeat event after this long without any other 
 _RESEND_AFTER_S = 5.0  # resend unacknowledged events when no ack came for this long
 _FLUSH_TIMEOUT_S = 3.0  # on stop, how long to wait for the last acknowledgement
 _RETRY_HISTORY_S = 0.5  # a hole the broker could not fill is asked for again this often
+_HOLE_RESEND_S = 1.0  # at most this often, resend at once on hearing of a journal hole
 
 
 class StartupError(Exception):
@@ -133,6 +134,7 @@ class _Worker:
         self.lag_s = 0.0
         self.held: dict[str, list[Candle]] = {}  # per stream: candles after a hole not yet filled
         self.next_retry = 0.0
+        self.next_hole_resend = 0.0
 
     # -- start-up ------------------------------------------------------------------
 
@@ -522,9 +524,18 @@ class _Worker:
                 self.rejects.add("events", "decode")
                 continue
             if isinstance(message, Ack) and message.strategy_id == self.sid:
+                now = time.monotonic()
                 if message.seq > self.runner.outbox.acked_seq:
-                    self.last_ack_progress = time.monotonic()
+                    self.last_ack_progress = now
                 self.runner.outbox.ack(message.seq)
+                if message.received > message.seq and now >= self.next_hole_resend:
+                    # A batch after message.seq was lost on the way (an aggregator killed
+                    # with it unread): send again now, not after the ack stall timeout.
+                    self.next_hole_resend = now + _HOLE_RESEND_S
+                    sent = self.runner.outbox.resend()
+                    self.log.warning(
+                        "journal hole after seq %d; resent %d event batches", message.seq, sent
+                    )
 
     def _send_frame(self, frame: bytes) -> None:
         try:

@@ -280,6 +280,29 @@ def test_a_hole_older_than_history_is_reported_lost_and_the_stream_goes_on(
     assert _stats_total(w, "candles_backfilled") == 2
 
 
+def test_candles_an_earlier_worker_acted_on_are_warmed_on_not_acted_on_again(
+    make_worker: Any,
+) -> None:
+    w: Harness = make_worker("tests.sample_strategies:WarmthReporter")
+    candles = real_candles(15)
+    # The journal's cursor is at 10, but the broker restarted from its saved position at 6
+    # (it saves about once a heartbeat) and sends 7-10 again.
+    w.history_held = candles[:6]
+    stream = "ETH-BTC|5m"
+    welcome = Welcome("w1", 0, [], 0.0, 0, {stream: 10}, [], "e1")
+    w.handshake(welcome, FeedHeartbeat("b2", time.time_ns(), {stream: 6}, True, "e1"))
+    for candle in candles[6:]:
+        w.publish(candle)
+    w.history_held = candles
+
+    def decided(_: Any) -> list[str]:
+        return [e.body.message for e in w.received if isinstance(e.body, Log)]
+
+    w.pump_events(lambda _: len(decided(_)) >= 5)
+    # 1-10 rebuilt its state (6 from history, 7-10 as they came again); it acted on 11-15.
+    assert decided(None) == [f"seen={s} seq={s}" for s in range(11, 16)]
+
+
 def test_a_batch_lost_on_the_way_is_resent_when_an_ack_shows_the_hole(
     make_worker: Any,
 ) -> None:

@@ -133,6 +133,9 @@ class _Worker:
         self.latency = LatencyCounts()
         self.lag_s = 0.0
         self.held: dict[str, list[Candle]] = {}  # per stream: candles after a hole not yet filled
+        # Per stream: the journal's cursor where it is ahead of what a restarted broker had
+        # published at warm-up; candles up to it were acted on by an earlier worker.
+        self.acted_until: dict[str, int] = {}
         self.next_retry = 0.0
         self.next_hole_resend = 0.0
 
@@ -250,6 +253,8 @@ class _Worker:
             warm += [c for c in candles if c.seq <= until]
             catch_up += [c for c in candles if c.seq > until]
             self.seqs.last[stream] = until
+            if cursor.get(stream, 0) > live:
+                self.acted_until[stream] = cursor[stream]
         key = _replay_order(order)
         for candle in sorted(warm, key=key):
             self.runner.warm(candle)
@@ -409,6 +414,7 @@ class _Worker:
             for stream in self.seqs.last:
                 self.seqs.last[stream] = 0
             self.held.clear()
+            self.acted_until.clear()
             return
         # Continuity: a heartbeat follows the candles sent before it, so a last seq beyond
         # ours means candles lost on the way (even the last ones of a burst).
@@ -488,8 +494,17 @@ class _Worker:
     def _use(self, candle: Candle, live: bool) -> None:
         """Run one candle through the strategy; its events go out with the new cursor."""
         assert self.runner is not None
+        stream = f"{candle.symbol}|{candle.timeframe}"
+        if candle.seq <= self.acted_until.get(stream, 0):
+            # An earlier worker of this strategy acted on it (it is behind the journal's
+            # cursor) but the broker, restarted, had not sent it again by warm-up: warm on
+            # it now; acting again would repeat its orders.
+            self.runner.warm(candle)
+            self.seqs.last[stream] = candle.seq
+            self._beat()
+            return
         self.runner.on_candle(candle)
-        self.seqs.last[f"{candle.symbol}|{candle.timeframe}"] = candle.seq
+        self.seqs.last[stream] = candle.seq
         if live and candle.publish_ns:
             lag = (time.time_ns() - candle.publish_ns) / 1e9
             self.latency.add(lag)

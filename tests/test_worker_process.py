@@ -39,7 +39,7 @@ from runtime.messages import (
     candle_topic,
 )
 from runtime.specs import Endpoints, WorkerSpec, write_spec
-from tests.harness import DATA, REPO, alive, kill_group
+from tests.harness import DATA, REPO, alive, kill_group, wait_until
 
 TOPIC = candle_topic("ETH-BTC", "5m")
 
@@ -339,4 +339,6 @@ def test_a_batch_lost_on_the_way_is_resent_when_an_ack_shows_the_hole(
         # As the aggregator does: acknowledged up to the hole, and what it received.
         w.events.send_multipart([identity, ENCODER.encode(Ack("w1", upto, max(journal)))])
     assert dropped is not None
-    assert "journal hole after seq" in w.log_path.read_text()
+    # Resent on seeing the hole, not after the 5 s ack stall (its log line comes after
+    # the resend, so it may reach the file a moment after the frames reached us).
+    wait_until(lambda: "journal hole after seq" in w.log_path.read_text(), 10, "the log line")

@@ -26,6 +26,7 @@ from runtime.messages import (
 )
 from runtime.metrics import AggregatorCollector, AggregatorCounters
 from runtime.security import KeysError, Security
+from runtime.seq_order import SeqOrder
 from runtime.specs import AggregatorSpec, read_spec
 from runtime.transport import close_all, send_to_peer
 
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     journal = Journal(spec.journal)
     figures = Figures()
-    for _, event in journal.events():
-        figures.apply(event)
+    order = SeqOrder(journal, figures, log)
+    order.rebuild()
     counters = AggregatorCounters()
     processes = ProcessTable()
     registry = CollectorRegistry()
@@ -79,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("journal %s; metrics on %s", spec.journal, metrics_url)
         sup.ready(metrics_url=metrics_url)
         _serve(
-            router, sup, _Intake(router, journal, figures, counters, log, processes), counters, stop
+            router,
+            sup,
+            _Intake(router, journal, figures, order, counters, log, processes),
+            counters,
+            stop,
         )
         log.info("aggregator stopping after %d events journaled", counters.journaled)
         return 0
@@ -101,11 +106,13 @@ class _Intake:
         router: zmq.Socket[Any],
         journal: Journal,
         figures: Figures,
+        order: SeqOrder,
         counters: AggregatorCounters,
         log: logging.Logger,
         processes: ProcessTable,
     ) -> None:
         self._router = router
+        self._order = order
         self._processes = processes
         self._journal = journal
         self._figures = figures
@@ -141,6 +148,7 @@ class _Intake:
                     self._acks[key] = max(self._acks.get(key, 0), last)
             case Hello():
                 self.commit()  # so the reply reflects everything received before it
+                self._order.settle(message.strategy_id)
                 self._welcome(identity, message)
             case ProcessFigures():
                 self._processes.update(message.rows, message.rejects)
@@ -152,12 +160,13 @@ class _Intake:
         inserted = self._journal.append(self._pending, self._batches)
         if queued:
             self._counters.commit(time.perf_counter() - began, queued)
-        for event in inserted:
-            self._figures.apply(event)
+        self._order.journaled(inserted)
         self._counters.journaled += len(inserted)
         self._counters.duplicates += len(self._pending) - len(inserted)
         for (identity, sid), seq in self._acks.items():
-            _reply(self._router, identity, Ack(sid, seq))
+            # Up to the first hole, never past it: what is missing stays with the worker,
+            # which resends it at once on seeing it received something after the hole.
+            _reply(self._router, identity, Ack(sid, self._order.upto(sid), seq))
         self._pending.clear()
         self._batches.clear()
         self._acks.clear()
@@ -182,6 +191,7 @@ class _Intake:
             cursor,
             list(fig.pending_orders.values()),
             epoch,
+            list(fig.last_closed.values()),
         )
         _reply(self._router, identity, welcome)
 

@@ -58,6 +58,7 @@ class StrategyFigures:
     )
     journal_latency_sum_s: float = 0.0
     pending_orders: dict[str, PendingOrder] = field(default_factory=dict)
+    last_closed: dict[str, PositionClosed] = field(default_factory=dict)  # by symbol
 
     def copy(self) -> StrategyFigures:
         return StrategyFigures(
@@ -81,6 +82,7 @@ class StrategyFigures:
             list(self.journal_latency_counts),
             self.journal_latency_sum_s,
             dict(self.pending_orders),
+            dict(self.last_closed),
         )
 
 
@@ -135,6 +137,7 @@ class Figures:
                     _open(fig.positions, body)
                 case PositionClosed():
                     fig.realized_pnl += body.realized_pnl
+                    fig.last_closed[body.symbol] = body
                     _close(fig.positions, body)
 
     def get(self, strategy_id: str) -> StrategyFigures:

@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS cursors (
     seq         INTEGER NOT NULL,
     PRIMARY KEY (strategy_id, stream)
 );
+CREATE TABLE IF NOT EXISTS settled (
+    strategy_id TEXT    PRIMARY KEY,
+    seq         INTEGER NOT NULL
+);
 """
 
 # A cursor only moves forward within one feed epoch; a new epoch replaces it.
@@ -116,6 +120,26 @@ class Journal:
         ).fetchall()
         epoch = rows[0][0] if rows else ""
         return epoch, {stream: seq for e, stream, seq in rows if e == epoch}
+
+    def events_by_strategy(self) -> Iterator[Event]:
+        """Every event, strategy by strategy, each strategy's in seq order."""
+        cursor = self._db.execute(
+            "SELECT strategy_id, seq, ts_ns, body FROM events ORDER BY strategy_id, seq"
+        )
+        for strategy_id, seq, ts_ns, body in cursor:
+            yield Event(strategy_id, seq, ts_ns, EVENT_BODY_JSON_DECODER.decode(body))
+
+    def settle(self, strategy_id: str, seq: int) -> None:
+        """Record that no event of the strategy up to ``seq`` missing now will ever come."""
+        self._db.execute(
+            "INSERT INTO settled (strategy_id, seq) VALUES (?, ?) ON CONFLICT (strategy_id) "
+            "DO UPDATE SET seq = max(seq, excluded.seq)",
+            (strategy_id, seq),
+        )
+
+    def settled(self) -> dict[str, int]:
+        """Per strategy, the seq up to which missing events were given up (see settle)."""
+        return dict(self._db.execute("SELECT strategy_id, seq FROM settled").fetchall())
 
     def close(self) -> None:
         self._db.close()

@@ -545,7 +545,11 @@ class PendingOrder(_Wire, frozen=True):
 
 
 class Welcome(_Wire, tag="welcome", frozen=True):
-    """The aggregator's answer to Hello: the last journaled seq and the open positions."""
+    """The aggregator's answer to Hello: the last journaled seq and the open positions.
+
+    ``last_closed`` holds the last position closed on each symbol: rules that look back at
+    it (the cooldown after a loss) must see it after a restart as they did before.
+    """
 
     strategy_id: str
     last_seq: int
@@ -555,13 +559,19 @@ class Welcome(_Wire, tag="welcome", frozen=True):
     cursor: dict[str, int] = {}
     pending_orders: list[PendingOrder] = []
     epoch: str = ""
+    last_closed: list[PositionClosed] = []
 
 
 class Ack(_Wire, tag="ack", frozen=True):
-    """Every event of ``strategy_id`` up to ``seq`` is committed to the journal."""
+    """Every event of ``strategy_id`` up to ``seq`` is committed to the journal.
+
+    ``received`` is the highest seq the commit took from this worker; above ``seq`` it
+    means a hole after ``seq`` (a batch lost on the way): the worker sends again at once.
+    """
 
     strategy_id: str
     seq: int
+    received: int = 0
 
 
 class ProcessFigures(_Wire, tag="process_figures", frozen=True):

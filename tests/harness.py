@@ -185,9 +185,11 @@ class LifecycleListener:
 
 def eth_system(speed: float = 3000, runtime: str = "") -> str:
     """The head of a test config: one real ETH-BTC 5m feed at ``speed``, metrics on a free
-    port, defaults every test strategy shares; ``runtime`` lines go in ``[runtime]``."""
+    port, defaults every test strategy shares; ``runtime`` lines go in ``[runtime]``.
+    The repository is a plugin path, so ``tests.sample_strategies`` classes load."""
     return f"""
 [runtime]
+plugin_paths = ["{REPO}"]
 {runtime}
 
 [broker]

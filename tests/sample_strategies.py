@@ -105,16 +105,29 @@ class Broken(Strategy):
         raise ValueError(f"cannot handle candle {candle.seq}")
 
 
-class SeqRecorder(Strategy):
-    """Reports the seq of every candle it decides on (as a warning: warnings become events),
-    so a test can check it saw each candle once, in order."""
-
-    def on_candle(self, candle: Candle) -> None:
-        self.ctx.log.warning("%d", candle.seq)
-
-
 class SlowParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sleep_s: float = 0.05
+
+
+class SeqParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    sleep_s: float = 0.0
+
+
+class SeqRecorder(Strategy):
+    """Reports the seq of every candle it decides on (as a warning: warnings become events),
+    so a test can check it saw each candle once, in order; with ``sleep_s`` it is also slow."""
+
+    Params = SeqParams
+
+    def __init__(self, ctx: StrategyContext, params: msgspec.Struct) -> None:
+        super().__init__(ctx, params)
+        assert isinstance(params, SeqParams)
+        self.sleep_s = params.sleep_s
+
+    def on_candle(self, candle: Candle) -> None:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        self.ctx.log.warning("%d", candle.seq)
 
 
 class Slow(Strategy):

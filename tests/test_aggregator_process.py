@@ -24,6 +24,7 @@ from runtime.messages import (
     Ack,
     ChildReady,
     Event,
+    EventBatch,
     Hello,
     OrderSubmitted,
     PositionOpened,
@@ -122,7 +123,7 @@ def test_journals_each_event_once_and_acknowledges(aggregator: AggregatorUnderTe
         acked = reply.seq
     d.send(ENCODER.encode(events[1]))  # a resend: acknowledged again, journaled once
     reply = aggregator.reply()
-    assert isinstance(reply, Ack) and reply.seq == 2
+    assert isinstance(reply, Ack) and reply.seq == 3  # everything journaled up to 3
 
     d.send(ENCODER.encode(Hello("s1", os.getpid())))
     welcome = aggregator.reply()
@@ -179,3 +180,32 @@ def test_malformed_frames_are_counted_and_dropped(aggregator: AggregatorUnderTes
     journal = Journal(aggregator.journal)
     assert [e.seq for _, e in journal.events()] == [1]
     journal.close()
+
+
+def test_an_ack_never_covers_a_hole_until_a_new_worker_settles_it(
+    aggregator: AggregatorUnderTest,
+) -> None:
+    d = aggregator.dealer
+    d.send(ENCODER.encode(EventBatch("s1", [_event(1, Stats(candles=1))])))
+    reply = aggregator.reply()
+    assert isinstance(reply, Ack) and (reply.seq, reply.received) == (1, 1)
+    # Batch 2 is lost on the way: 3 is journaled, but the ack stays at 1 and says that
+    # something after the hole arrived, so the worker resends at once.
+    d.send(ENCODER.encode(EventBatch("s1", [_event(3, Stats(candles=1))])))
+    reply = aggregator.reply()
+    assert isinstance(reply, Ack) and (reply.seq, reply.received) == (1, 3)
+    d.send(ENCODER.encode(EventBatch("s1", [_event(2, Stats(candles=1))])))  # the resend
+    reply = aggregator.reply()
+    assert isinstance(reply, Ack) and reply.seq == 3
+
+    # A worker killed before it could resend leaves a hole for good: its successor's
+    # Hello settles it (Welcome tells it to go on after the last seq journaled).
+    d.send(ENCODER.encode(EventBatch("s1", [_event(5, Stats(candles=1))])))
+    reply = aggregator.reply()
+    assert isinstance(reply, Ack) and (reply.seq, reply.received) == (3, 5)
+    d.send(ENCODER.encode(Hello("s1", os.getpid())))
+    welcome = aggregator.reply()
+    assert isinstance(welcome, Welcome) and welcome.last_seq == 5 and welcome.candles == 4
+    d.send(ENCODER.encode(EventBatch("s1", [_event(6, Stats(candles=1))])))
+    reply = aggregator.reply()
+    assert isinstance(reply, Ack) and reply.seq == 6

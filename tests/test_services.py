@@ -13,7 +13,16 @@ import msgspec
 import pytest
 
 from broker.csv_source import Row
-from runtime.messages import Direction, EventBody, OrderFilled, PositionSide, Side, Signal
+from runtime.figures import Figures
+from runtime.messages import (
+    Direction,
+    Event,
+    EventBody,
+    OrderFilled,
+    PositionSide,
+    Side,
+    Signal,
+)
 from workers.indicators import Bar, Indicator, IndicatorParams, IndicatorSpec
 from workers.services.actions import Action, ActionQueueService, ClosePosition, OpenPosition
 from workers.services.analyzers import (
@@ -580,6 +589,28 @@ def test_no_cooldown_after_a_win() -> None:
     _filled(positions, ETH, "short", 100.0, t=T0 + 2 * FIVE_MIN)
     _close(positions, ETH, 101.0, T0 + 3 * FIVE_MIN)
     assert filters.veto(ETH, _bar(1.0, T0 + 3 * FIVE_MIN)) is not None
+
+
+def test_cooldown_after_a_loss_holds_across_a_restart() -> None:
+    # The closes a strategy emits reach the aggregator's figures; a restarted worker gets
+    # the last one per symbol in its Welcome and restores it: the cooldown goes on.
+    emitted: list[EventBody] = []
+    before = PositionLifecycleService(emitted.append)
+    _filled(before, ETH, "long", 100.0, t=T0)
+    closed_at = T0 + 10 * FIVE_MIN
+    _close(before, ETH, 99.0, closed_at)
+    figures = Figures()
+    for seq, body in enumerate(emitted, 1):
+        figures.apply(Event("s", seq, 0, body))
+    welcome = figures.get("s")
+    after = PositionLifecycleService(lambda body: None)
+    after.restore(
+        list(welcome.positions.values()), welcome.realized_pnl, [*welcome.last_closed.values()]
+    )
+    filters = _filters({"cooldown_after_loss_candles": 3}, positions=after)
+    vetoed = [filters.veto(ETH, _bar(1.0, closed_at + k * FIVE_MIN)) is not None for k in range(5)]
+    assert vetoed == [True, True, True, False, False]
+    assert after.open_count == 0 and after.realized_pnl == before.realized_pnl
 
 
 def test_filters_report_the_first_that_refuses() -> None:

@@ -36,7 +36,7 @@ from tests.harness import (
 )
 
 # tests.sample_strategies is outside workers.strategies: its folder must be a plugin path.
-RUNTIME = f'stop_timeout_s = 5\nplugin_paths = ["{REPO}"]\nRUNTIME_EXTRA'
+RUNTIME = "stop_timeout_s = 5\nRUNTIME_EXTRA"
 HEAD = eth_system(speed=6000, runtime=RUNTIME) + sma_strategy("steady", 3, 8)
 
 

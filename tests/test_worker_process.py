@@ -39,7 +39,7 @@ from runtime.messages import (
     candle_topic,
 )
 from runtime.specs import Endpoints, WorkerSpec, write_spec
-from tests.harness import DATA, REPO, alive, kill_group
+from tests.harness import DATA, REPO, alive, kill_group, wait_until
 
 TOPIC = candle_topic("ETH-BTC", "5m")
 
@@ -95,17 +95,19 @@ class Harness:
         sock.bind(endpoint)
         return sock
 
-    def handshake(self) -> None:
-        """Answer Hello, heartbeat the feed until the worker says ready."""
+    def handshake(self, welcome: Welcome | None = None, beat: FeedHeartbeat | None = None) -> None:
+        """Answer Hello (with ``welcome``), heartbeat the feed (with ``beat``) until the
+        worker says ready."""
         assert self.events.poll(20_000), "no Hello from the worker"
         identity, payload = self.events.recv_multipart()
         hello = EVENTS_UP_DECODER.decode(payload)
         assert isinstance(hello, Hello) and hello.strategy_id == "w1"
-        self.events.send_multipart([identity, ENCODER.encode(Welcome("w1", 0, [], 0.0, 0))])
+        welcome = welcome or Welcome("w1", 0, [], 0.0, 0)
+        self.events.send_multipart([identity, ENCODER.encode(welcome)])
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            beat = FeedHeartbeat("test", time.time_ns(), {}, False)
-            self.pub.send_multipart([HEARTBEAT_TOPIC, ENCODER.encode(beat)])
+            sent = beat or FeedHeartbeat("test", time.time_ns(), {}, False)
+            self.pub.send_multipart([HEARTBEAT_TOPIC, ENCODER.encode(sent)])
             if self.sup.poll(50):
                 _, payload = self.sup.recv_multipart()
                 if isinstance(SUPERVISION_UP_DECODER.decode(payload), ChildReady):
@@ -276,3 +278,67 @@ def test_a_hole_older_than_history_is_reported_lost_and_the_stream_goes_on(
     assert seen == [1, 2, 3, 7, 8, 9, 10, 11, 12]
     assert _stats_total(w, "candles_missed") == 3
     assert _stats_total(w, "candles_backfilled") == 2
+
+
+def test_candles_an_earlier_worker_acted_on_are_warmed_on_not_acted_on_again(
+    make_worker: Any,
+) -> None:
+    w: Harness = make_worker("tests.sample_strategies:WarmthReporter")
+    candles = real_candles(15)
+    # The journal's cursor is at 10, but the broker restarted from its saved position at 6
+    # (it saves about once a heartbeat) and sends 7-10 again.
+    w.history_held = candles[:6]
+    stream = "ETH-BTC|5m"
+    welcome = Welcome("w1", 0, [], 0.0, 0, {stream: 10}, [], "e1")
+    w.handshake(welcome, FeedHeartbeat("b2", time.time_ns(), {stream: 6}, True, "e1"))
+    for candle in candles[6:]:
+        w.publish(candle)
+    w.history_held = candles
+
+    def decided(_: Any) -> list[str]:
+        return [e.body.message for e in w.received if isinstance(e.body, Log)]
+
+    w.pump_events(lambda _: len(decided(_)) >= 5)
+    # 1-10 rebuilt its state (6 from history, 7-10 as they came again); it acted on 11-15.
+    assert decided(None) == [f"seen={s} seq={s}" for s in range(11, 16)]
+
+
+def test_a_batch_lost_on_the_way_is_resent_when_an_ack_shows_the_hole(
+    make_worker: Any,
+) -> None:
+    w: Harness = make_worker("tests.sample_strategies:SeqRecorder")
+    w.handshake()
+    for candle in real_candles(10):
+        w.publish(candle)
+    journal: dict[int, Event] = {}
+    dropped: EventBatch | None = None
+
+    def logged() -> list[int]:
+        upto = 0
+        while upto + 1 in journal:
+            upto += 1
+        bodies = [journal[s].body for s in range(1, upto + 1)]
+        return [int(b.message) for b in bodies if isinstance(b, Log)]
+
+    deadline = time.monotonic() + 20
+    while logged() != list(range(1, 11)):
+        assert time.monotonic() < deadline, f"journal so far: {sorted(journal)}"
+        if not w.events.poll(20):
+            continue
+        identity, payload = w.events.recv_multipart()
+        batch = EVENTS_UP_DECODER.decode(payload)
+        assert isinstance(batch, EventBatch)
+        is_third = any(isinstance(e.body, Log) and e.body.message == "3" for e in batch.events)
+        if dropped is None and is_third:
+            dropped = batch  # lost in a killed aggregator's socket
+            continue
+        journal.update({e.seq: e for e in batch.events})
+        upto = 0
+        while upto + 1 in journal:
+            upto += 1
+        # As the aggregator does: acknowledged up to the hole, and what it received.
+        w.events.send_multipart([identity, ENCODER.encode(Ack("w1", upto, max(journal)))])
+    assert dropped is not None
+    # Resent on seeing the hole, not after the 5 s ack stall (its log line comes after
+    # the resend, so it may reach the file a moment after the frames reached us).
+    wait_until(lambda: "journal hole after seq" in w.log_path.read_text(), 10, "the log line")

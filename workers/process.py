@@ -64,6 +64,7 @@ _QUIET_HEARTBEAT_S = 5.0  # a Heartbeat event after this long without any other 
 _RESEND_AFTER_S = 5.0  # resend unacknowledged events when no ack came for this long
 _FLUSH_TIMEOUT_S = 3.0  # on stop, how long to wait for the last acknowledgement
 _RETRY_HISTORY_S = 0.5  # a hole the broker could not fill is asked for again this often
+_HOLE_RESEND_S = 1.0  # at most this often, resend at once on hearing of a journal hole
 
 
 class StartupError(Exception):
@@ -155,8 +156,12 @@ class _Worker:
         self.awaiting_ack: deque[tuple[int, int]] = deque(maxlen=10_000)
         self.lag_s = 0.0
         self.held: dict[str, list[Candle]] = {}  # per stream: candles after a hole not yet filled
+        # Per stream: the journal's cursor where it is ahead of what a restarted broker had
+        # published at warm-up; candles up to it were acted on by an earlier worker.
+        self.acted_until: dict[str, int] = {}
         self.next_retry = 0.0
         self.last_open_time: dict[str, int] = {}  # per stream: time only moves forward
+        self.next_hole_resend = 0.0
 
     # -- start-up ------------------------------------------------------------------
 
@@ -175,7 +180,12 @@ class _Worker:
             max_unacked=self.spec.max_unacked_events,
         )
         self.runner = StrategyRunner(self.spec.strategy, outbox)
-        self.runner.restore(welcome.open_positions, welcome.realized_pnl, welcome.pending_orders)
+        self.runner.restore(
+            welcome.open_positions,
+            welcome.realized_pnl,
+            welcome.pending_orders,
+            welcome.last_closed,
+        )
         self.runner.container.on_close.append(self._unsubscribe)
         self.candles_before = welcome.candles
         for topic in sorted(self.topics):
@@ -274,9 +284,12 @@ class _Worker:
             warm += [c for c in candles if c.seq <= until]
             catch_up += [c for c in candles if c.seq > until]
             self.seqs.last[stream] = until
+            if cursor.get(stream, 0) > live:
+                self.acted_until[stream] = cursor[stream]
         key = _replay_order(order)
         for candle in sorted(warm, key=key):
             self.runner.warm(candle)
+            self._beat()
         for candle in sorted(catch_up, key=key):
             self._use(candle, live=False)
             self.counts.backfilled += 1
@@ -440,6 +453,7 @@ class _Worker:
                 self.seqs.last[stream] = 0
             self.last_open_time.clear()
             self.held.clear()
+            self.acted_until.clear()
             return
         # Continuity: a heartbeat follows the candles sent before it, so a last seq beyond
         # ours means candles lost on the way (even the last ones of a burst).
@@ -522,8 +536,17 @@ class _Worker:
         """Run one candle through the strategy; its events go out with the new cursor."""
         runner = self.runner
         assert runner is not None
-        runner.on_candle(candle)
         stream = stream or f"{candle.symbol}|{candle.timeframe}"
+        if candle.seq <= self.acted_until.get(stream, 0):
+            # An earlier worker of this strategy acted on it (it is behind the journal's
+            # cursor) but the broker, restarted, had not sent it again by warm-up: warm on
+            # it now; acting again would repeat its orders.
+            runner.warm(candle)
+            self.seqs.last[stream] = candle.seq
+            self.last_open_time[stream] = candle.open_time
+            self._beat()
+            return
+        runner.on_candle(candle)
         self.seqs.last[stream] = candle.seq
         self.last_open_time[stream] = candle.open_time
         if live and candle.publish_ns:
@@ -534,6 +557,15 @@ class _Worker:
                 self.awaiting_ack.append((runner.outbox.last_seq, candle.publish_ns))
         else:
             runner.outbox.flush(self.seqs.last, self.epoch)
+        self._beat()
+
+    def _beat(self) -> None:
+        """Heartbeat the manager when due, also between the candles of a long run (a
+        backlog, a backfill, warm-up): a slow strategy that makes progress is not stuck,
+        and must not be killed by the watchdog while it catches up."""
+        now = time.monotonic()
+        if self.sup.heartbeat_due(now):
+            self.sup.heartbeat(now, self._figures())
 
     def _flush(self) -> None:
         assert self.runner is not None
@@ -554,14 +586,23 @@ class _Worker:
                 self.rejects.add("events", "decode")
                 continue
             if isinstance(message, Ack) and message.strategy_id == self.sid:
+                now = time.monotonic()
                 if message.seq > self.runner.outbox.acked_seq:
-                    self.last_ack_progress = time.monotonic()
+                    self.last_ack_progress = now
                 self.runner.outbox.ack(message.seq)
                 awaiting = self.awaiting_ack
                 if awaiting and awaiting[0][0] <= message.seq:
                     now_ns = time.time_ns()
                     while awaiting and awaiting[0][0] <= message.seq:
                         self.journal_latency.add((now_ns - awaiting.popleft()[1]) / 1e9)
+                if message.received > message.seq and now >= self.next_hole_resend:
+                    # A batch after message.seq was lost on the way (an aggregator killed
+                    # with it unread): send again now, not after the ack stall timeout.
+                    self.next_hole_resend = now + _HOLE_RESEND_S
+                    sent = self.runner.outbox.resend()
+                    self.log.warning(
+                        "journal hole after seq %d; resent %d event batches", message.seq, sent
+                    )
 
     def _send_frame(self, frame: bytes) -> None:
         try:

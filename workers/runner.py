@@ -16,7 +16,15 @@ from typing import Any
 import msgspec
 
 from runtime.config import StrategyConfig
-from runtime.messages import Candle, Error, EventBody, Log, OpenPosition, PendingOrder
+from runtime.messages import (
+    Candle,
+    Error,
+    EventBody,
+    Log,
+    OpenPosition,
+    PendingOrder,
+    PositionClosed,
+)
 from workers.container import StrategyServiceContainer
 from workers.factory import build_container
 from workers.loader import load_strategy_class
@@ -83,10 +91,12 @@ class StrategyRunner:
         positions: list[OpenPosition],
         realized_pnl: float,
         pending: list[PendingOrder] = [],  # noqa: B006 (never mutated)
+        last_closed: list[PositionClosed] = [],  # noqa: B006 (never mutated)
     ) -> None:
-        """Take back what the journal says the strategy held and had ordered before a restart."""
+        """Take back what the journal says the strategy held, had ordered and last closed
+        before a restart."""
         c = self.container
-        c.positions.restore(positions, realized_pnl)
+        c.positions.restore(positions, realized_pnl, last_closed)
         for order in pending:
             c.execution.restore(order.order_id, order.symbol, order.side, order.quantity)
             held = c.positions.active(order.symbol)

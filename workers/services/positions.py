@@ -7,7 +7,7 @@ marks (every candle of the position's symbol) drive unrealized PnL and MAE/MFE.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -249,10 +249,31 @@ class PositionLifecycleService:
             if position.state is _OPEN or position.state is _CLOSING:
                 _mark_one(position, bar)
 
-    def restore(self, positions: list[OpenPosition], realized_pnl: float) -> None:
-        """Take back the open positions the journal holds (after a restart)."""
+    def restore(
+        self,
+        positions: list[OpenPosition],
+        realized_pnl: float,
+        last_closed: Sequence[PositionClosed] = (),
+    ) -> None:
+        """Take back the open positions the journal holds (after a restart), and the last
+        closed one of each symbol (what :meth:`last_closed` answers)."""
         self.realized_pnl = realized_pnl
         self.cash = self.initial_cash + realized_pnl - sum(p.entry_fee for p in positions)
+        for c in last_closed:
+            self.closed.append(
+                ManagedPosition(
+                    c.symbol,
+                    c.side,
+                    c.quantity,
+                    state=_CLOSED,
+                    entry_price=c.entry_price,
+                    opened_at=c.opened_at,
+                    exit_price=c.exit_price,
+                    closed_at=c.closed_at,
+                    exit_reason=c.reason,
+                    realized_pnl=c.realized_pnl,
+                )
+            )
         for p in positions:
             self._active[p.symbol] = ManagedPosition(
                 p.symbol,

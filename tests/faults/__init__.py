@@ -1,0 +1,1 @@
+"""Fault injection: real systems whose processes are killed while they work."""

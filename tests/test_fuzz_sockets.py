@@ -1,14 +1,15 @@
 """Fuzz every socket of a running system with seeded random and mutated frames.
 
-Targets: the aggregator's events ROUTER, the manager's control and supervision ROUTERs,
-the broker's market-data XPUB (what a subscriber sends upstream) and, through a relay the
+Targets: the aggregator's events ROUTER, the broker's history ROUTER, the manager's control
+and supervision ROUTERs, the broker's market-data XPUB (what a subscriber sends upstream)
+and, through a relay the
 workers connect to (``[runtime] connect.market_data``), forged frames published to every
 worker. Only frames the protocol must refuse are sent (a generated frame that happens to be
 valid, like a real ``down`` request, is drawn again), so every frame sent must show up in
-``stratrun_frames_rejected_total`` of the process that received it. No process may die,
-and every strategy must keep trading on the real feed.
-
-A new target (the broker's history ROUTER, say) is one more :class:`Target` in ``TARGETS``.
+``stratrun_frames_rejected_total`` of the process that received it (a forged candle whose
+seq a worker has already seen is dropped as a repeat and counted in
+``stratrun_candles_duplicate_total``). No process may die, and every strategy must keep
+trading on the real feed. A new target is one more :class:`Target` in ``TARGETS``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from runtime.messages import (
     EVENTS_UP_DECODER,
     FEED_HEARTBEAT_DECODER,
     HEARTBEAT_TOPIC,
+    HISTORY_REQUEST_DECODER,
     Candle,
     ChildHeartbeat,
     ChildReady,
@@ -42,6 +44,7 @@ from runtime.messages import (
     Event,
     FeedHeartbeat,
     Hello,
+    HistoryRequest,
     ProcessFigures,
     ProcessRow,
     PsRequest,
@@ -176,6 +179,20 @@ def events_frame(rng: random.Random) -> Frames | None:
     return frames
 
 
+HISTORY_SAMPLES = [
+    ENCODER.encode(HistoryRequest(1, "ETH-BTC|5m", 1, 10)),
+    ENCODER.encode(HistoryRequest(2, "ETH-BTC|5m", 0, 5000)),
+    ENCODER.encode(HistoryRequest(3, "NOPE|1m", 4, 2)),
+]
+
+
+def history_frame(rng: random.Random) -> Frames | None:
+    frames = _frames(rng, _mutate(rng, rng.choice(HISTORY_SAMPLES)), 1)
+    if len(frames) == 1 and _decodes(HISTORY_REQUEST_DECODER, frames[0]) is not None:
+        return None  # a well-formed request is answered, not refused
+    return frames
+
+
 CONTROL_SAMPLES = [
     ENCODER.encode(StopRequest(1, "s1")),
     ENCODER.encode(DownRequest(2)),
@@ -242,6 +259,13 @@ TARGETS = [
         events_frame,
         (("aggregator", "events"),),
         endpoint=lambda s: s.run_dir.endpoint("events"),
+    ),
+    Target(
+        "history ROUTER (broker)",
+        10_000,
+        history_frame,
+        (("broker", "history"),),
+        endpoint=lambda s: s.run_dir.endpoint("history"),
     ),
     Target(
         "control ROUTER (manager)",

@@ -96,12 +96,18 @@ def run(workers: int) -> dict[str, float]:
                 raise SystemExit("timed out")
             worker_rows = [r for r in rows if r.role == "worker"]
             lost = sum(CANDLES - r.candles for r in worker_rows)
-            manager.send_signal(signal.SIGTERM)
-            manager.wait(timeout=60)
-            db = sqlite3.connect(run_dir.journal)
-            journaled = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            # Every candle decided; now wait for the journal to hold it (the aggregator may
+            # still be committing a backlog), then stop.
+            db = sqlite3.connect(f"file:{run_dir.journal}?mode=ro", uri=True)
+            while time.monotonic() < deadline:
+                if all(_counted(db, r.name) >= CANDLES for r in worker_rows):
+                    break
+                time.sleep(0.1)  # polling another process's journal
             done_ns = max(_completed_ns(db, r.name) for r in worker_rows)
+            journaled = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
             db.close()
+            manager.send_signal(signal.SIGTERM)
+            manager.wait(timeout=120)
         finally:
             if manager.poll() is None:
                 os.killpg(manager.pid, signal.SIGKILL)
@@ -116,6 +122,16 @@ def run(workers: int) -> dict[str, float]:
         "candles_lost": lost,
         "events_journaled": journaled,
     }
+
+
+def _counted(db: sqlite3.Connection, strategy_id: str) -> int:
+    """Candles the journal's Stats events of one strategy add up to."""
+    row = db.execute(
+        "SELECT COALESCE(SUM(json_extract(body, '$.candles')), 0) FROM events "
+        "WHERE strategy_id = ? AND kind = 'stats'",
+        (strategy_id,),
+    ).fetchone()
+    return int(row[0])
 
 
 def _completed_ns(db: sqlite3.Connection, strategy_id: str) -> int:

@@ -126,6 +126,21 @@ def test_past_the_memory_bound_batches_spill_to_a_file_and_are_resent_from_it(
     assert not spill.path.exists()
 
 
+def test_a_stop_without_acknowledgement_spills_everything_unacknowledged(
+    tmp_path: Path,
+) -> None:
+    spill = SpillFile(tmp_path / "s.spill")
+    outbox, _ = _outbox(spill=spill)
+    for n in range(6):
+        outbox.emit(Stats(n))
+        outbox.flush({"ETH|1m": n})
+    outbox.ack(2)
+    assert outbox.spill_all() == 4
+    # What the next worker of the strategy sends before its Hello: seqs 3..6, in order.
+    again = [EVENTS_UP_DECODER.decode(f) for f in SpillFile(spill.path).frames()]
+    assert [e.seq for b in again if isinstance(b, EventBatch) for e in b.events] == [3, 4, 5, 6]
+
+
 def test_a_torn_last_spill_record_is_ignored(tmp_path: Path) -> None:
     spill = SpillFile(tmp_path / "s.spill")
     spill.append(5, 1, b"first")

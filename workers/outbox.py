@@ -104,9 +104,23 @@ class Outbox:
     def all_acked(self) -> bool:
         return self.last_seq <= self.acked_seq
 
+    def spill_all(self) -> int:
+        """Move every unacknowledged batch to the spill file (a graceful stop that got no
+        acknowledgement in time: the next worker of the strategy sends them first); returns
+        how many events went there (0 without a spill file)."""
+        if self.spill is None:
+            return 0
+        batches = [(last_seq, count, frame) for last_seq, (count, frame) in self._unacked.items()]
+        self.spill.append_many(batches)
+        self._unacked.clear()
+        moved, self._unacked_events = self._unacked_events, 0
+        return moved
+
     def _spill_oldest(self) -> None:
         assert self.spill is not None
+        batches = []
         while self._unacked_events > self.max_unacked // 2 and self._unacked:
             last_seq, (count, frame) = self._unacked.popitem(last=False)
-            self.spill.append(last_seq, count, frame)
+            batches.append((last_seq, count, frame))
             self._unacked_events -= count
+        self.spill.append_many(batches)

@@ -376,7 +376,13 @@ class _Worker:
                 self._drain_acks()
         outbox = self.runner.outbox
         if not outbox.all_acked:
-            self.log.warning("stopping with %d events not acknowledged", outbox.unacked_events)
+            spilled = outbox.spill_all()
+            self.log.warning(
+                "stopping with %d events not acknowledged; %d kept in %s for the next start",
+                outbox.unacked_events,
+                spilled,
+                self.spill.path if self.spill is not None else "nowhere (no spill directory)",
+            )
         self.log.info(
             "strategy %s stopped after %d candles; last event seq %d, %d unacknowledged",
             self.sid,

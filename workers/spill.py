@@ -28,15 +28,22 @@ class SpillFile:
 
     def append(self, last_seq: int, event_count: int, frame: bytes) -> None:
         """Add one batch; it is on disk when this returns."""
+        self.append_many([(last_seq, event_count, frame)])
+
+    def append_many(self, batches: list[tuple[int, int, bytes]]) -> None:
+        """Add ``(last_seq, event count, frame)`` batches, oldest first, with one fsync."""
+        if not batches:
+            return
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.path, "ab") as handle:
-            handle.write(_HEADER.pack(last_seq, len(frame)))
-            handle.write(frame)
+            for last_seq, event_count, frame in batches:
+                handle.write(_HEADER.pack(last_seq, len(frame)))
+                handle.write(frame)
+                self.last_seq = last_seq
+                self.batches += 1
+                self.events += event_count
             handle.flush()
             os.fsync(handle.fileno())
-        self.last_seq = last_seq
-        self.batches += 1
-        self.events += event_count
 
     def frames(self, after_seq: int = 0) -> Iterator[bytes]:
         """The frames of the batches ending after ``after_seq``, oldest first; a torn last

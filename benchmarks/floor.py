@@ -141,9 +141,9 @@ def _echo(endpoint: str, back: str, count: int) -> None:
     ctx.term()
 
 
-def raw_latency(count: int) -> dict[str, dict[str, float]]:
+def raw_latency(count: int, pace_s: float = 0.0) -> dict[str, dict[str, float]]:
     """Publish -> receive one-way and publish -> receive -> PUSH back round trip, in µs,
-    one candle at a time."""
+    one candle at a time: back to back, or one every ``pace_s`` seconds."""
     with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
         endpoint, back = f"ipc://{tmp}/pub", f"ipc://{tmp}/back"
         ctx: zmq.Context[Any] = zmq.Context()
@@ -160,7 +160,11 @@ def raw_latency(count: int) -> dict[str, dict[str, float]]:
                 pull.recv()
                 break
         round_trip: list[float] = []
+        next_at = time.monotonic()
         for i in range(count):
+            if pace_s:
+                next_at += pace_s
+                time.sleep(max(0.0, next_at - time.monotonic()))  # the pacing itself
             start = time.perf_counter_ns()
             pub.send(_TOPIC, zmq.SNDMORE)
             pub.send(ENCODER.encode(_candle(i + 1, time.time_ns())))

@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         security = child_security(ctx, spec, log, server=False)
         worker = _Worker(security, spec, stop, log, sockets)
         worker.start()
-        # What start-up built (modules, the strategy's services) lives as long as the process:
-        # frozen out of the collector, later collections only walk what candles create.
-        gc.collect()
+        # What start-up built (the strategy's services) lives as long as the process: frozen
+        # out of the collector (a splice of its lists: no object is touched, so pages shared
+        # with the zygote stay shared), later collections only walk what candles create.
         gc.freeze()
         worker.run()
         worker.finish()

@@ -12,6 +12,7 @@ as if it had started them itself. The zygote exits when its stdin closes.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     setproctitle.setproctitle(f"stratrun zygote {args[0] if args else ''}".rstrip())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the manager's to handle
+    # Everything imported so far goes to the collector's permanent generation: a forked
+    # worker's collections then never walk (and so never copy-on-write) these shared pages.
+    gc.collect()
+    gc.freeze()
     for line in sys.stdin.buffer:
         try:
             request = _DECODER.decode(line)

@@ -29,6 +29,7 @@ from runtime.messages import (
     ControlRequest,
     DownRequest,
     ErrorReply,
+    HaltRequest,
     OkReply,
     PauseRequest,
     ProcessRow,
@@ -38,6 +39,7 @@ from runtime.messages import (
     RemoveRequest,
     RestartRequest,
     ResumeRequest,
+    ResumeTradingRequest,
     StartRequest,
     StopRequest,
 )
@@ -451,6 +453,48 @@ def reload(ctx: click.Context, timeout: float) -> None:
     reply = _ask(ctx, ReloadRequest(ControlClient.next_id()), timeout)
     assert isinstance(reply, OkReply)
     click.echo(f"stratrun: {reply.message}")
+
+
+@main.command()
+@click.option("--flatten", is_flag=True, help="Also close every open position.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for workers.")
+@click.pass_context
+def halt(ctx: click.Context, flatten: bool, timeout: float) -> None:
+    """Kill switch: no strategy opens a position until `stratrun resume-trading`."""
+    reply = _ask(ctx, HaltRequest(ControlClient.next_id(), flatten), timeout)
+    assert isinstance(reply, OkReply)
+    _await_halted(ctx, True, timeout)
+    click.echo(f"stratrun: trading halted{' and flattening' if flatten else ''} ({reply.message})")
+
+
+@main.command(name="resume-trading")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for workers.")
+@click.pass_context
+def resume_trading(ctx: click.Context, timeout: float) -> None:
+    """Lift the kill switch."""
+    reply = _ask(ctx, ResumeTradingRequest(ControlClient.next_id()), timeout)
+    assert isinstance(reply, OkReply)
+    _await_halted(ctx, False, timeout)
+    click.echo(f"stratrun: trading resumed ({reply.message})")
+
+
+def _await_halted(ctx: click.Context, halted: bool, timeout: float) -> None:
+    """Wait until every running worker reports ``halted`` in ps; exit 1 naming the others."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = _ask(ctx, PsRequest(ControlClient.next_id()), timeout)
+        assert isinstance(reply, PsReply)
+        late = [
+            r.name
+            for r in reply.rows
+            if r.role == "worker" and r.state in ("running", "paused") and r.halted != halted
+        ]
+        if not late:
+            return
+        if time.monotonic() > deadline:
+            click.echo(f"stratrun: not confirmed by {', '.join(late)}", err=True)
+            sys.exit(1)
+        time.sleep(0.1)  # polling the manager's view of the workers
 
 
 def _watch(run_dir: RunDir) -> None:

@@ -31,6 +31,7 @@ from runtime.audit import AuditLog, peer_of
 from runtime.child_process import ChildProcess
 from runtime.config import Config, ConfigError, StrategyConfig, load_config, load_strategies
 from runtime.console import TradeTail
+from runtime.killswitch import KillSwitch
 from runtime.lifecycle import ProcessState, Trigger, next_state
 from runtime.logfmt import parse_line
 from runtime.messages import (
@@ -42,6 +43,8 @@ from runtime.messages import (
     ControlRequest,
     DownRequest,
     ErrorReply,
+    Halt,
+    HaltRequest,
     LifecycleEvent,
     NamedRequest,
     OkReply,
@@ -56,6 +59,8 @@ from runtime.messages import (
     RestartRequest,
     Resume,
     ResumeRequest,
+    ResumeTrading,
+    ResumeTradingRequest,
     Role,
     StartFeed,
     StartRequest,
@@ -163,7 +168,10 @@ class Manager:
             AddRequest: self._on_add,
             RemoveRequest: self._on_remove,
             ReloadRequest: self._on_reload,
+            HaltRequest: self._on_halt,
+            ResumeTradingRequest: self._on_resume_trading,
         }
+        self.kill_switch = KillSwitch(run_dir.root / "halt.json")  # workers read it at start
 
     # -- the whole life ------------------------------------------------------------
 
@@ -250,6 +258,7 @@ class Manager:
             spill_dir=str(self.run_dir.root / "spill"),
             feed_stale_after_s=self.config.broker.stale_after_s,
             max_unacked_events=strategy.max_unacked_events,
+            kill_switch_file=str(self.run_dir.root / "halt.json"),
         )
 
     def _declare(self, role: Role, spec: ChildSpec) -> ChildProcess:
@@ -396,6 +405,10 @@ class Manager:
         self._publish(child, "ready", f"in {took:.3f}s")
         if child.role == "broker" and self.feed_started:
             send_to_peer(self.sup, b"broker", StartFeed())
+        if child.role == "worker" and self.kill_switch.on:
+            # A worker (re)started under the kill switch is halted before it acts.
+            command = Halt(self.kill_switch.flatten, "kill switch on at start")
+            send_to_peer(self.sup, child.name.encode(), command)
 
     def _check_ready_timeouts(self, now: float) -> None:
         limit = self.config.runtime.ready_timeout_s
@@ -525,6 +538,31 @@ class Manager:
         """Send a control reply and write the command's result to the audit log."""
         self.audit.reply(identity, reply)
         _reply_quietly(self.control, identity, reply)
+
+    def _on_halt(self, identity: bytes, request: HaltRequest) -> OkReply:
+        """The kill switch: saved first (it must outlive any crash), then told to every
+        running worker; ``stratrun halt`` waits for their confirmations in ``ps``."""
+        self.kill_switch.engage(request.flatten, "stratrun halt")
+        told = self._tell_workers(Halt(request.flatten, "stratrun halt"))
+        self._say(f"  trading halted{' (flatten)' if request.flatten else ''}: {told} workers told")
+        return OkReply(request.req_id, f"halt sent to {told} workers")
+
+    def _on_resume_trading(self, identity: bytes, request: ResumeTradingRequest) -> OkReply:
+        self.kill_switch.lift()
+        told = self._tell_workers(ResumeTrading())
+        self._say(f"  trading resumed: {told} workers told")
+        return OkReply(request.req_id, f"resume sent to {told} workers")
+
+    def _tell_workers(self, command: Halt | ResumeTrading) -> int:
+        told = 0
+        for child in self.children.values():
+            if child.role == "worker" and child.state in (
+                ProcessState.RUNNING,
+                ProcessState.PAUSED,
+            ):
+                send_to_peer(self.sup, child.name.encode(), command)
+                told += 1
+        return told
 
     def _on_ps(self, identity: bytes, request: PsRequest) -> PsReply:
         return PsReply(request.req_id, self.rows())
@@ -862,6 +900,7 @@ class Manager:
                     ),
                     lag_s=f.lag_s,
                     rejects=list(f.rejects),
+                    halted=f.halted,
                 )
             )
         return rows

@@ -50,6 +50,8 @@ __all__ = [
     "EventsUp",
     "FeedHeartbeat",
     "FeedStatus",
+    "Halt",
+    "HaltRequest",
     "Heartbeat",
     "Hello",
     "HistoryReply",
@@ -78,6 +80,8 @@ __all__ = [
     "RestartRequest",
     "Resume",
     "ResumeRequest",
+    "ResumeTrading",
+    "ResumeTradingRequest",
     "Role",
     "Side",
     "Signal",
@@ -609,6 +613,7 @@ class ChildHeartbeat(_Wire, tag="heartbeat", frozen=True):
     state: str = ""  # a worker's own state when it is not simply running ("errored")
     lag_s: float = 0.0  # the broker: how far its paced replay runs behind schedule
     rejects: list[RejectCount] = []  # frames refused since the child started (cumulative)
+    halted: bool = False  # a worker under the kill switch: opens no position
 
 
 class StartFeed(_Wire, tag="start_feed", frozen=True):
@@ -623,8 +628,20 @@ class Resume(_Wire, tag="resume", frozen=True):
     """Manager to worker: act on candles again."""
 
 
+class Halt(_Wire, tag="halt", frozen=True):
+    """Manager to worker, the kill switch: open no position from now on; with ``flatten``,
+    also close every open one."""
+
+    flatten: bool = False
+    reason: str = ""
+
+
+class ResumeTrading(_Wire, tag="resume_trading", frozen=True):
+    """Manager to worker: the kill switch is lifted."""
+
+
 SupervisionUp = ChildReady | ChildHeartbeat
-SupervisionDown = StartFeed | Pause | Resume
+SupervisionDown = StartFeed | Pause | Resume | Halt | ResumeTrading
 
 # --------------------------------------------------------------------------- lifecycle
 
@@ -730,6 +747,19 @@ class ReloadRequest(_Wire, tag="reload", frozen=True):
     req_id: int
 
 
+class HaltRequest(_Wire, tag="halt", frozen=True):
+    """The kill switch for every strategy (kept across restarts until lifted)."""
+
+    req_id: int
+    flatten: bool = False
+
+
+class ResumeTradingRequest(_Wire, tag="resume_trading", frozen=True):
+    """Lift the kill switch."""
+
+    req_id: int
+
+
 ControlRequest = (
     PsRequest
     | DownRequest
@@ -741,7 +771,11 @@ ControlRequest = (
     | AddRequest
     | RemoveRequest
     | ReloadRequest
+    | HaltRequest
+    | ResumeTradingRequest
 )
+
+
 NamedRequest = StartRequest | StopRequest | RestartRequest | PauseRequest | ResumeRequest
 
 
@@ -766,6 +800,7 @@ class ProcessRow(_Wire, frozen=True):
     heartbeat_age_s: float = 0.0  # since the child's last heartbeat (0 when not running)
     lag_s: float = 0.0
     rejects: list[RejectCount] = []  # from the child's last heartbeat (cumulative)
+    halted: bool = False
 
 
 class PsReply(_Wire, tag="ps_reply", frozen=True):

@@ -99,6 +99,7 @@ class WorkerSpec(_Spec, frozen=True):
     spill_dir: str = ""
     feed_stale_after_s: float = 5.0
     max_unacked_events: int = 100_000
+    kill_switch_file: str = ""
 
 
 ChildSpec = BrokerSpec | AggregatorSpec | WorkerSpec

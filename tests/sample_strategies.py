@@ -155,3 +155,10 @@ class WarmthReporter(Strategy):
     def on_candle(self, candle: Candle) -> None:
         self.seen += 1
         self.ctx.log.warning("seen=%d seq=%d", self.seen, candle.seq)
+
+
+class Hold(Strategy):
+    """Wants to be long on every candle: opens once and holds."""
+
+    def on_candle(self, candle: Candle) -> None:
+        self.ctx.target(candle.symbol, "long", "hold")

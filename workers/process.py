@@ -28,6 +28,7 @@ import zmq
 
 from broker.resample import timeframe_ms
 from runtime.child import StopFlag, SupervisionLink, child_security, name_process, setup_logging
+from runtime.killswitch import KillSwitch
 from runtime.messages import (
     CANDLE_DECODER,
     EVENTS_DOWN_DECODER,
@@ -38,10 +39,12 @@ from runtime.messages import (
     ChildHeartbeat,
     FeedHeartbeat,
     FeedStatus,
+    Halt,
     Heartbeat,
     Hello,
     Pause,
     Resume,
+    ResumeTrading,
     Stats,
     SupervisionDown,
     Welcome,
@@ -187,6 +190,12 @@ class _Worker:
             welcome.pending_orders,
             welcome.last_closed,
         )
+        if self.spec.kill_switch_file:
+            # Read before anything is acted on (catch-up included): a worker started while
+            # the kill switch is on must not open a position, not even for a moment.
+            switch = KillSwitch(Path(self.spec.kill_switch_file))
+            if switch.on:
+                self.runner.halt(switch.flatten, "kill switch on at start")
         self.runner.container.on_close.append(self._unsubscribe)
         self.candles_before = welcome.candles
         for topic in sorted(self.topics):
@@ -359,9 +368,16 @@ class _Worker:
                     self.runner.pause()
                 case Resume():
                     self.runner.resume()
+                case Halt():
+                    self.runner.halt(command.flatten, command.reason)
+                    self._flush()
+                case ResumeTrading():
+                    self.runner.resume_trading()
+                    self._flush()
                 case _:
                     continue
-            self.log.info("strategy %s %s", self.sid, self.runner.state)
+            halted = " (trading halted)" if self.runner.halted else ""
+            self.log.info("strategy %s %s%s", self.sid, self.runner.state, halted)
             # An immediate heartbeat carries the new state: it is the manager's confirmation.
             self.sup.heartbeat(time.monotonic(), self._figures())
 
@@ -658,6 +674,7 @@ class _Worker:
             open_positions=positions.open_count,
             realized_pnl=positions.realized_pnl,
             state="" if self.runner.state == "running" else self.runner.state,
+            halted=self.runner.halted,
         )
 
 

@@ -22,13 +22,16 @@ from runtime.messages import (
     EventBody,
     Log,
     OpenPosition,
+    OrderRejected,
     PendingOrder,
     PositionClosed,
+    Side,
 )
 from workers.container import StrategyServiceContainer
 from workers.factory import build_container
 from workers.loader import load_strategy_class
 from workers.outbox import Outbox
+from workers.services.actions import ClosePosition
 from workers.strategy import Strategy
 
 __all__ = ["StrategyRunner"]
@@ -146,6 +149,45 @@ class StrategyRunner:
             self._guarded("on_stop", self.strategy.on_stop)
             self.state = "stopped"
         self.container.close()
+
+    @property
+    def halted(self) -> bool:
+        return self.container.actions.halted
+
+    def halt(self, flatten: bool, reason: str = "") -> None:
+        """The kill switch: open nothing from now on, withdraw entry orders not yet filled,
+        and with ``flatten`` close every open position (at the next candle's open)."""
+        c = self.container
+        first = not c.actions.halted
+        c.actions.halted = True
+        withdrawn = 0
+        for p in c.positions.pending_entries():
+            if c.execution.cancel(p.entry_order_id):
+                c.positions.cancel_entry(p.entry_order_id)
+                side: Side = "buy" if p.side == "long" else "sell"
+                self.emit(OrderRejected(p.entry_order_id, p.symbol, side, p.quantity, "halted"))
+                withdrawn += 1
+        closing = 0
+        if flatten and not c.closed:
+            for p in c.positions.open_positions():
+                closing += c.actions.enqueue(ClosePosition(p.symbol, "halt"))
+            c.carry_out()
+        if first or closing or withdrawn:
+            what = f"; closing {closing} positions" if flatten else ""
+            self.emit(
+                Log(
+                    "warning",
+                    f"trading halted{f' ({reason})' if reason else ''}: no new positions"
+                    f"{what}; {withdrawn} entry orders withdrawn",
+                    "killswitch",
+                )
+            )
+
+    def resume_trading(self) -> None:
+        """The kill switch is lifted."""
+        if self.container.actions.halted:
+            self.container.actions.halted = False
+            self.emit(Log("warning", "trading resumed: the kill switch is lifted", "killswitch"))
 
     def pause(self) -> None:
         """Stop acting on candles; indicators, fills and marks still follow the market."""

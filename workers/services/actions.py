@@ -48,6 +48,7 @@ class ActionQueueService:
     def __init__(self, positions: PositionLifecycleService) -> None:
         self._positions = positions
         self.queue: list[Action] = []  # oldest first; only this service changes it
+        self.halted = False  # the kill switch: no Open is queued while it is on
         self.refused = 0
 
     def enqueue(self, action: Action) -> bool:
@@ -63,7 +64,7 @@ class ActionQueueService:
         active = self._positions.active(symbol)
         match action:
             case OpenPosition():
-                ok = not queued_open and (active is None or queued_close)
+                ok = not self.halted and not queued_open and (active is None or queued_close)
             case ClosePosition():
                 ok = not queued_close and active is not None and active.state is _OPEN
         if ok:

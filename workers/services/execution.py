@@ -87,6 +87,13 @@ class PaperExecution:
             self._emit(OrderSubmitted(order_id, symbol, side, quantity, reason))
         return order_id
 
+    def cancel(self, order_id: str) -> bool:
+        """Withdraw a pending order (the kill switch); True if it was pending."""
+        kept = [o for o in self._pending if o.order_id != order_id]
+        found = len(kept) != len(self._pending)
+        self._pending = kept
+        return found
+
     def restore(self, order_id: str, symbol: str, side: Side, quantity: float) -> None:
         """Take back an order the journal saw submitted and not filled (after a restart)."""
         self._pending.append(_Order(order_id, symbol, side, quantity))

@@ -227,6 +227,16 @@ class PositionLifecycleService:
             return position
         return None
 
+    def pending_entries(self) -> list[ManagedPosition]:
+        """Positions whose entry order is sent and not filled yet."""
+        return list(self._pending.values())
+
+    def cancel_entry(self, order_id: str) -> None:
+        """The entry order ``order_id`` was withdrawn: the pending position is gone."""
+        position = self._pending.pop(order_id)
+        if self._active.get(position.symbol) is position:
+            del self._active[position.symbol]
+
     def mark(self, bar: Bar, symbol: str) -> None:
         """A candle of ``symbol`` closed: update the price, excursions and age of its position."""
         active = self._active.get(symbol)

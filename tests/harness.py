@@ -211,6 +211,17 @@ stats_interval_s = 0.2
 """
 
 
+def stratrun(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI against the system under test, as a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", "--run-dir", str(system.run_dir.root), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
 def sma_strategy(sid: str, fast: int, slow: int) -> str:
     """A ``[[strategies]]`` table of the built-in SMA crossover."""
     return (

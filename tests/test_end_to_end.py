@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import DATA, REPO, RunningSystem, alive, fetch, wait_until, write_config
+from tests.harness import (
+    DATA,
+    RunningSystem,
+    alive,
+    fetch,
+    stratrun,
+    wait_until,
+    write_config,
+)
 
 CONFIG = f"""
 [runtime]
@@ -61,17 +67,6 @@ params = {{ period = 6, oversold = 40, exit_above = 55 }}
 """
 
 STRATEGIES = ("sma_a", "sma_b", "rsi_c")
-
-
-def stratrun(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI against the system under test, as a separate process."""
-    return subprocess.run(
-        [sys.executable, "-m", "runtime", "--run-dir", str(system.run_dir.root), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 @pytest.fixture

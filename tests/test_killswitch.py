@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, RunningSystem, eth_system, wait_until, write_config
+from tests.harness import RunningSystem, eth_system, stratrun, wait_until, write_config
 
 FLIPS = ("flip_a", "flip_b")
 
@@ -32,16 +30,6 @@ def system(tmp_path: Path) -> Iterator[RunningSystem]:
     finally:
         leftovers = running.cleanup()
         assert not leftovers, f"processes left behind: {leftovers}"
-
-
-def stratrun(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runtime", "--run-dir", str(system.run_dir.root), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 def _count(system: RunningSystem, sid: str, kind: str, after_seq: int = 0) -> int:

@@ -8,8 +8,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -21,11 +19,11 @@ import pytest
 from runtime.messages import LATENCY_BUCKETS_S
 from tests.harness import (
     DATA,
-    REPO,
     RunningSystem,
     eth_system,
     fetch,
     sma_strategy,
+    stratrun,
     wait_until,
     write_config,
 )
@@ -63,16 +61,6 @@ def make_system(tmp_path: Path) -> Iterator[Make]:
         for system in made:
             leftovers = system.cleanup()
             assert not leftovers, f"processes left behind: {leftovers}"
-
-
-def stratrun(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runtime", "--run-dir", str(system.run_dir.root), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 def events(system: RunningSystem, sid: str, kind: str) -> list[dict[str, Any]]:

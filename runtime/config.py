@@ -42,7 +42,9 @@ __all__ = [
 
 _T = TypeVar("_T")
 RULE_STRATEGY = "workers.strategies.rules:RuleStrategy"
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# At most 24 characters: client order ids <strategy_id>-<n> stay within exchanges' 36
+# (runtime/order_ids.py).
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,23}$"
 _SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,31}$"
 # Months are left out: they have no fixed length, so they cannot be resampled or paced.
 _TIMEFRAME_PATTERN = r"^[1-9][0-9]*[smhdw]$"
@@ -250,7 +252,8 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
     Parameters
     ----------
     id:
-        Unique id; tags every event, names the log file and the process.
+        Unique id, at most 24 characters of ``[A-Za-z0-9_.-]``; tags every event, names the
+        log file and the process, and starts every client order id (``<id>-<n>``).
     class_path:
         ``package.module:Class`` (key ``class`` in TOML), a subclass of Strategy.
     symbols, timeframe:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 from runtime.messages import Candle, EventBody, OrderFilled, OrderRejected, OrderSubmitted, Side
+from runtime.order_ids import client_order_id
 
 __all__ = ["Account", "PaperExecution"]
 
@@ -75,7 +76,7 @@ class PaperExecution:
         With ``fraction`` > 0 (an account is needed) ``quantity`` is ignored: the order is
         sized at its fill.
         """
-        order_id = f"{self._strategy_id}-{self._next_order_number}"
+        order_id = client_order_id(self._strategy_id, self._next_order_number)
         self._next_order_number += 1
         if fraction > 0.0:
             if self._account is None:

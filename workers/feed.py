@@ -7,15 +7,7 @@ on the way, to be backfilled from history before this one is used).
 
 from __future__ import annotations
 
-from enum import Enum
-
-__all__ = ["FeedHealth", "SeqCheck", "StreamSeqs"]
-
-
-class SeqCheck(Enum):
-    NEXT = "next"
-    DUPLICATE = "duplicate"
-    GAP = "gap"
+__all__ = ["FeedHealth", "StreamSeqs"]
 
 
 class StreamSeqs:
@@ -23,14 +15,6 @@ class StreamSeqs:
 
     def __init__(self, streams: list[str]) -> None:
         self.last: dict[str, int] = dict.fromkeys(streams, 0)
-
-    def check(self, stream: str, seq: int) -> SeqCheck:
-        last = self.last[stream]
-        if seq <= last:
-            return SeqCheck.DUPLICATE
-        if seq == last + 1:
-            return SeqCheck.NEXT
-        return SeqCheck.GAP
 
 
 class FeedHealth:

@@ -53,7 +53,7 @@ from runtime.messages import (
 from runtime.security import KeysError, Security
 from runtime.specs import WorkerSpec, read_spec
 from runtime.transport import close_all, send_payload
-from workers.feed import FeedHealth, SeqCheck, StreamSeqs
+from workers.feed import FeedHealth, StreamSeqs
 from workers.history_client import HistoryClient, HistoryUnavailable
 from workers.latency import LatencyCounts
 from workers.loader import add_plugin_paths
@@ -531,16 +531,10 @@ class _Worker:
             return  # not all there yet (a restarted broker catching up): still held
         held = self.held.pop(stream, [])
         for i, candle in enumerate(held):
-            match self.seqs.check(stream, candle.seq):
-                case SeqCheck.NEXT:
-                    self._use(candle, live=True)
-                case SeqCheck.DUPLICATE:
-                    self.counts.duplicate += 1
-                case SeqCheck.GAP:  # another hole among the held candles
-                    self.counts.gaps += 1
-                    self.held[stream] = held[i:]
-                    self._fill(stream, candle.seq - 1)
-                    return
+            if stream in self.held:  # another hole among them, not filled yet: keep the rest
+                self.held[stream].extend(held[i:])
+                return
+            self._arrived(stream, candle)  # the same checks as a candle just received
 
     def _retry_held(self, only: str | None = None) -> None:
         now = time.monotonic()

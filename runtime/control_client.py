@@ -6,6 +6,7 @@ import itertools
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -36,6 +37,7 @@ class ControlClient:
         self.timeout_s = timeout_s
         self.keys = keys
         self.endpoints: Endpoints | None = None
+        self.lock_file: Path | None = None  # the manager's lock, holding its pid
 
     @classmethod
     def for_run_dir(cls, run_dir: RunDir, timeout_s: float = 5.0) -> ControlClient:
@@ -43,17 +45,30 @@ class ControlClient:
         try:
             ends = msgspec.json.decode(run_dir.endpoints_file.read_bytes(), type=Endpoints)
         except (OSError, msgspec.DecodeError):
-            return cls(run_dir.endpoint("control"), timeout_s)
-        keys = CurveKeys.load(ends.keys_dir, server=False) if ends.keys_dir else None
-        client = cls(ends.control, timeout_s, keys)
-        client.endpoints = ends
+            client = cls(run_dir.endpoint("control"), timeout_s)
+        else:
+            keys = CurveKeys.load(ends.keys_dir, server=False) if ends.keys_dir else None
+            client = cls(ends.control, timeout_s, keys)
+            client.endpoints = ends
+        client.lock_file = run_dir.lock_file
         return client
 
-    def request(self, request: ControlRequest) -> ControlReply:
-        """Send ``request``; replies with another id (stale ones) are dropped."""
+    def _check_manager_alive(self) -> None:
+        """Fail at once, instead of after the timeout, when what the run directory names
+        cannot answer: no ipc socket, or the pid in the manager's lock file has exited (an
+        ``endpoints.json`` or a socket file left behind by a killed manager)."""
         path = self.endpoint.removeprefix("ipc://")
         if self.endpoint.startswith("ipc://") and not os.path.exists(path):
             raise ControlError(f"no stratrun manager is running (no socket {path})")
+        pid = _lock_holder(self.lock_file) if self.lock_file is not None else None
+        if pid is not None and not _alive(pid):
+            raise ControlError(
+                f"no stratrun manager is running (pid {pid} in {self.lock_file} has exited)"
+            )
+
+    def request(self, request: ControlRequest) -> ControlReply:
+        """Send ``request``; replies with another id (stale ones) are dropped."""
+        self._check_manager_alive()
         ctx: zmq.Context[Any] = zmq.Context()
         security = Security(ctx, self.keys, RejectCounter(), logging.getLogger("stratrun"))
         sock = security.client(zmq.DEALER, "control_reply", connect=self.endpoint)
@@ -79,3 +94,23 @@ class ControlClient:
     def next_id() -> int:
         """A request id unique within this process."""
         return next(_ids) + (os.getpid() << 20)
+
+
+def _lock_holder(lock_file: Path) -> int | None:
+    """The pid the manager wrote in its lock file, or None if there is none to read."""
+    try:
+        text = lock_file.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

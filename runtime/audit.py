@@ -4,6 +4,8 @@ One JSON object per line in ``<run_dir>/audit.log``: a ``request`` line when a c
 arrives and a ``reply`` line when it is answered, both with the peer and the request id.
 On TCP the peer is the CURVE public key the authenticator accepted (``user_id``) and its
 address; on ipc the socket lives in the owner-only run directory, so the peer is that uid.
+The file rotates by size like the process logs (``audit.log.1`` is the most recent), but
+always keeps at least one old file: an audit record is never simply truncated away.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, TextIO
 
 import msgspec
 import zmq
+
+from runtime.log_handler import rotated_path
 
 __all__ = ["AuditLog", "peer_of"]
 
@@ -41,12 +45,22 @@ def _property(frame: zmq.Frame, name: str) -> str:
 
 
 class AuditLog:
-    """Appends request and reply records; a line is flushed as soon as it is written."""
+    """Appends request and reply records; a line is flushed as soon as it is written.
 
-    def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file: TextIO = os.fdopen(fd, "a", encoding="utf-8")
+    Before a line would take the file past ``max_bytes`` (0: never) it is rotated, keeping
+    ``max(backups, 1)`` older files.
+    """
+
+    def __init__(self, path: Path, max_bytes: int = 0, backups: int = 1) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = max(backups, 1)
+        self._file = self._open_file()
         self._open: dict[tuple[bytes, int], dict[str, Any]] = {}
+
+    def _open_file(self) -> TextIO:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8")
 
     def request(self, identity: bytes, peer: dict[str, Any], request: msgspec.Struct) -> None:
         """A decoded command arrived from ``peer``."""
@@ -78,8 +92,25 @@ class AuditLog:
 
     def _write(self, record: dict[str, Any]) -> None:
         stamp = datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds")
-        self._file.write(json.dumps({"ts": stamp, **record}, default=str) + "\n")
+        line = json.dumps({"ts": stamp, **record}, default=str) + "\n"
+        if self.max_bytes > 0:
+            size = self._file.tell()
+            if size and size + len(line.encode()) > self.max_bytes:
+                self._rotate()
+        self._file.write(line)
         self._file.flush()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for index in range(self.backups - 1, 0, -1):
+            older = rotated_path(self.path, index)
+            if older.exists():
+                os.replace(older, rotated_path(self.path, index + 1))
+        try:
+            os.replace(self.path, rotated_path(self.path, 1))
+        except FileNotFoundError:
+            pass  # someone removed it: start a new one
+        self._file = self._open_file()
 
     def close(self) -> None:
         self._file.close()

@@ -182,7 +182,8 @@ class Manager:
         ctx: zmq.Context[Any] = zmq.Context()
         keys = CurveKeys.load(self.endpoints.keys_dir) if self.endpoints.keys_dir else None
         self.security = Security(ctx, keys, self.rejects, logging.getLogger("manager"))
-        self.audit = AuditLog(self.run_dir.audit_log)
+        rt = self.config.runtime
+        self.audit = AuditLog(self.run_dir.audit_log, rt.log_max_bytes, rt.log_backups)
         ends = self.endpoints
         self.sup = self.security.server(zmq.ROUTER, "supervision", bind=ends.bind("supervision"))
         self.control = self.security.server(zmq.ROUTER, "control", bind=ends.bind("control"))

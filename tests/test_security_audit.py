@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 import zmq
 
+from runtime.audit import AuditLog
+from runtime.log_handler import rotated_path
+from runtime.messages import OkReply, PsRequest
 from tests.harness import REPO, RunningSystem, eth_system, sma_strategy, wait_until, write_config
 
 
@@ -85,3 +88,21 @@ def test_control_commands_are_audited_with_peer_time_and_result(system: RunningS
     request, reply = by[("pause", "request")], by[("pause", "reply")]
     assert request["req_id"] == reply["req_id"] and request["peer"] == reply["peer"]
     assert {r["command"] for r in records} <= {"ps", "pause", "resume", "stop"}
+
+
+def test_the_audit_log_rotates_and_keeps_old_records(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    audit = AuditLog(path, max_bytes=4096, backups=0)  # 0 backups still keeps one
+    peer = {"transport": "ipc", "uid": 0}
+    for n in range(200):
+        audit.request(b"cli", peer, PsRequest(n))
+        audit.reply(b"cli", OkReply(n, "ok"))
+    audit.close()
+    current = [json.loads(line) for line in path.read_text().splitlines()]
+    older = [json.loads(line) for line in rotated_path(path, 1).read_text().splitlines()]
+    assert path.stat().st_size <= 4096
+    assert not rotated_path(path, 2).exists()
+    assert current[-1]["req_id"] == 199 and current[-1]["event"] == "reply"
+    ids = [r["req_id"] for r in older + current]
+    assert ids == sorted(ids)  # the old file holds the records just before the current one
+    assert older[-1]["req_id"] in (current[0]["req_id"], current[0]["req_id"] - 1)

@@ -213,7 +213,8 @@ class ExecutionConfig(_Section, kw_only=True, frozen=True):
         ``fixed`` (``quantity`` units) or ``equity``: each entry uses ``equity_fraction`` of
         the free cash at its fill, in whole units if ``whole_units``.
     cash:
-        The strategy's starting cash (its equity before any trade).
+        The strategy's allocated capital: the cash of its sub-account before any trade
+        (its ledger, see workers/services/ledger.py).
     """
 
     fee_bps: Annotated[float, msgspec.Meta(ge=0)] = 10.0
@@ -244,6 +245,7 @@ class _Defaults(_Section, kw_only=True, frozen=True):
     params: dict[str, Any] | None = None
     stats_interval_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     secrets: dict[str, SecretRef] | None = None
+    account_every: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)] | None = None
 
 
 class StrategyConfig(_Section, kw_only=True, frozen=True):
@@ -282,6 +284,9 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
         Named secrets (``{ env = "NAME" }`` or ``{ file = "path" }``, mode 0600), read by the
         worker when the strategy asks (``ctx.secret(name)``); their values never enter the
         config, the specs on disk, the logs or the events.
+    account_every:
+        Candle time between two periodic points of the sub-account's curve (``account``
+        events) while positions are held; a fill always makes a point.
     """
 
     id: Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
@@ -301,6 +306,7 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
     warmup_candles: Annotated[int, msgspec.Meta(ge=0)] = 1000
     max_unacked_events: Annotated[int, msgspec.Meta(ge=10)] = 100_000
     secrets: dict[str, SecretRef] = {}
+    account_every: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)] = "1h"
 
     @property
     def timeframes(self) -> list[str]:

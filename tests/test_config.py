@@ -378,3 +378,29 @@ def test_strategy_module_failing_with_a_multiline_message_still_gives_one_line(
     assert info.value.key == "strategies[0].class"
     assert "first line" in str(info.value)
     assert "\n" not in str(info.value), "ConfigError promises `file: key: problem` on one line"
+
+
+# --------------------------------------------------------------------------- sub-accounts
+
+
+def test_the_allocation_is_execution_cash_and_points_default_to_hourly(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, BROKER + STRATEGY))
+    assert config.strategies[0].execution.cash == 10_000.0
+    assert config.strategies[0].account_every == "1h"
+    own = STRATEGY + 'execution = { cash = 2.5 }\naccount_every = "30m"\n'
+    config = load_config(_write(tmp_path, BROKER + own))
+    assert config.strategies[0].execution.cash == 2.5
+    assert config.strategies[0].account_every == "30m"
+
+
+@pytest.mark.parametrize("cash", ["0", "-5.0"])
+def test_the_allocation_must_be_positive(tmp_path: Path, cash: str) -> None:
+    error = _error(_write(tmp_path, BROKER + STRATEGY + f"execution = {{ cash = {cash} }}\n"))
+    assert (error.key, error.problem) == ("strategies[0].execution.cash", "Expected `float` > 0.0")
+    text = BROKER + f"[defaults]\nexecution = {{ cash = {cash} }}\n" + STRATEGY
+    assert _error(_write(tmp_path, text)).key == "defaults.execution.cash"
+
+
+def test_account_every_is_a_duration(tmp_path: Path) -> None:
+    error = _error(_write(tmp_path, BROKER + STRATEGY + 'account_every = "hourly"\n'))
+    assert error.key == "strategies[0].account_every"

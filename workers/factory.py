@@ -75,5 +75,5 @@ def build_container(
         gate=gate,
         entry=entry,
         exit=ExitOrchestrator(config.exit, positions, actions),
-        ledger=LedgerService(positions, config.execution.cash, timeframe_ms(config.account_every)),
+        ledger=LedgerService(positions, config.execution.cash, config.account_every_ms),
     )

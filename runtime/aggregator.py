@@ -192,6 +192,7 @@ class _Intake:
             list(fig.pending_orders.values()),
             epoch,
             list(fig.last_closed.values()),
+            fig.account,
         )
         _reply(self._router, identity, welcome)
 

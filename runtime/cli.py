@@ -16,6 +16,7 @@ import msgspec
 import psutil
 
 from runtime import events_query as eq
+from runtime.accounts import account
 from runtime.backtest.command import backtest
 from runtime.config import ConfigError, RuntimeConfig, load_config
 from runtime.control_client import ControlClient, ControlError
@@ -206,6 +207,8 @@ def _ps(ctx: click.Context, as_json: bool) -> None:
         "CANDLES",
         "OPEN",
         "REALIZED_PNL",
+        "CAPITAL",
+        "EQUITY",
         "RSS",
         "USS",
         "CPU",
@@ -222,6 +225,8 @@ def _ps(ctx: click.Context, as_json: bool) -> None:
             str(r.candles) if r.role != "aggregator" else "-",
             str(r.open_positions) if r.role == "worker" else "-",
             f"{r.realized_pnl:+.6g}" if r.role == "worker" else "-",
+            f"{r.capital:.6g}" if r.role == "worker" and r.capital else "-",
+            f"{r.equity:.10g}" if r.role == "worker" and r.capital else "-",
             f"{r.rss_bytes / 2**20:.1f}M" if r.rss_bytes else "-",
             f"{r.uss_bytes / 2**20:.1f}M" if r.uss_bytes else "-",
             f"{r.cpu_percent:.0f}%" if r.pid else "-",
@@ -706,3 +711,4 @@ def _print_events(records: Iterable[eq.JournalEvent], fmt: str, strategies: list
 
 
 main.add_command(backtest)
+main.add_command(account)

@@ -213,7 +213,8 @@ class ExecutionConfig(_Section, kw_only=True, frozen=True):
         ``fixed`` (``quantity`` units) or ``equity``: each entry uses ``equity_fraction`` of
         the free cash at its fill, in whole units if ``whole_units``.
     cash:
-        The strategy's starting cash (its equity before any trade).
+        The strategy's allocated capital: the cash of its sub-account before any trade
+        (its ledger, see workers/services/ledger.py).
     """
 
     fee_bps: Annotated[float, msgspec.Meta(ge=0)] = 10.0
@@ -244,6 +245,7 @@ class _Defaults(_Section, kw_only=True, frozen=True):
     params: dict[str, Any] | None = None
     stats_interval_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     secrets: dict[str, SecretRef] | None = None
+    account_every: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)] | None = None
 
 
 class StrategyConfig(_Section, kw_only=True, frozen=True):
@@ -282,6 +284,11 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
         Named secrets (``{ env = "NAME" }`` or ``{ file = "path" }``, mode 0600), read by the
         worker when the strategy asks (``ctx.secret(name)``); their values never enter the
         config, the specs on disk, the logs or the events.
+    account_every:
+        Candle time between two periodic points of the sub-account's curve (``account``
+        events) while positions are held, a whole multiple of ``timeframe``; a fill always
+        makes a point. Default: an hour, or every candle when an hour is not a multiple
+        of the timeframe (see :attr:`account_every_ms`).
     """
 
     id: Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
@@ -301,6 +308,7 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
     warmup_candles: Annotated[int, msgspec.Meta(ge=0)] = 1000
     max_unacked_events: Annotated[int, msgspec.Meta(ge=10)] = 100_000
     secrets: dict[str, SecretRef] = {}
+    account_every: Annotated[str, msgspec.Meta(pattern=_TIMEFRAME_PATTERN)] | None = None
 
     @property
     def timeframes(self) -> list[str]:
@@ -310,6 +318,14 @@ class StrategyConfig(_Section, kw_only=True, frozen=True):
             extra.add(self.gate.timeframe)
         extra.discard(self.timeframe)
         return [self.timeframe, *sorted(extra)]
+
+    @property
+    def account_every_ms(self) -> int:
+        """The period of the sub-account's marks in milliseconds."""
+        if self.account_every is not None:
+            return timeframe_ms(self.account_every)
+        hour, candle = 3_600_000, timeframe_ms(self.timeframe)
+        return hour if hour % candle == 0 else candle
 
     @property
     def streams(self) -> list[str]:
@@ -499,6 +515,13 @@ def _check_strategy(
     for j, symbol in enumerate(strategy.symbols):
         for timeframe, where in _timeframe_keys(strategy, key, j):
             _feed_stream(feeds, resampled, symbol, timeframe, file, where)
+    every = strategy.account_every
+    if every is not None and timeframe_ms(every) % timeframe_ms(strategy.timeframe):
+        raise ConfigError(
+            file,
+            f"{key}.account_every",
+            f"must be a whole multiple of the timeframe {strategy.timeframe}",
+        )
     try:
         cls = load_strategy_class(strategy.class_path, plugin_paths)
     except StrategyLoadError as exc:

@@ -21,6 +21,7 @@ import msgspec
 
 from runtime.messages import (
     EVENT_BODY_JSON_DECODER,
+    AccountUpdated,
     Error,
     EventBody,
     Heartbeat,
@@ -274,6 +275,12 @@ def _describe(body: EventBody) -> str:
             return text
         case Heartbeat():
             return f"pid {body.pid}, up {body.uptime_s:.0f}s"
+        case AccountUpdated():
+            return (
+                f"{body.reason}: equity {body.equity:.10g} cash {body.cash:.10g} "
+                f"realized {body.realized_pnl:+.4g} unrealized {body.unrealized_pnl:+.4g} "
+                f"fees {body.fees:.4g} trades {body.trades}"
+            )
     return ""  # pragma: no cover - the match above covers every EventBody
 
 

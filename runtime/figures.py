@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from runtime.messages import (
     LATENCY_BUCKETS_S,
+    AccountUpdated,
     Event,
     FeedStatus,
     OpenPosition,
@@ -59,6 +60,7 @@ class StrategyFigures:
     journal_latency_sum_s: float = 0.0
     pending_orders: dict[str, PendingOrder] = field(default_factory=dict)
     last_closed: dict[str, PositionClosed] = field(default_factory=dict)  # by symbol
+    account: AccountUpdated | None = None  # the sub-account's last point
 
     def copy(self) -> StrategyFigures:
         return StrategyFigures(
@@ -83,6 +85,7 @@ class StrategyFigures:
             self.journal_latency_sum_s,
             dict(self.pending_orders),
             dict(self.last_closed),
+            self.account,
         )
 
 
@@ -127,7 +130,12 @@ class Figures:
                         fig.journal_latency_sum_s += body.journal_latency_sum_s
                 case OrderSubmitted():
                     fig.pending_orders[body.order_id] = PendingOrder(
-                        body.order_id, body.symbol, body.side, body.quantity, body.reason
+                        body.order_id,
+                        body.symbol,
+                        body.side,
+                        body.quantity,
+                        body.reason,
+                        body.sizing,
                     )
                 case OrderFilled() | OrderRejected():
                     fig.pending_orders.pop(body.order_id, None)
@@ -135,6 +143,8 @@ class Figures:
                     fig.feed_stale = body.state == "stale"
                 case PositionOpened():
                     _open(fig.positions, body)
+                case AccountUpdated():
+                    fig.account = body
                 case PositionClosed():
                     fig.realized_pnl += body.realized_pnl
                     fig.last_closed[body.symbol] = body

@@ -902,6 +902,8 @@ class Manager:
                     lag_s=f.lag_s,
                     rejects=list(f.rejects),
                     halted=f.halted,
+                    capital=f.capital,
+                    equity=f.equity,
                 )
             )
         return rows

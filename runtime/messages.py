@@ -32,6 +32,7 @@ __all__ = [
     "LIFECYCLE_TOPIC",
     "SUPERVISION_DOWN_DECODER",
     "SUPERVISION_UP_DECODER",
+    "AccountUpdated",
     "Ack",
     "AddRequest",
     "Candle",
@@ -454,6 +455,56 @@ class FeedStatus(_Body, tag="feed", frozen=True):
     silent_s: float = 0.0
 
 
+class AccountUpdated(_Body, tag="account", frozen=True):
+    """The strategy's sub-account (its ledger) after a fill, or at a periodic mark.
+
+    Amounts are in quote currency. ``equity = cash + the open positions' gross PnL at
+    their marks``, which is ``capital + realized_pnl + unrealized_pnl``.
+
+    Parameters
+    ----------
+    capital:
+        The strategy's allocation (``execution.cash`` in its config).
+    cash:
+        Capital less every fee paid plus the gross PnL of closed positions (cash tied in
+        open positions is not taken off: see ``exposure``).
+    exposure:
+        The open positions' value at their marks (quantity times last price, longs and
+        shorts alike).
+    realized_pnl:
+        The closed positions' PnL, net of their entry and exit fees.
+    unrealized_pnl:
+        The open positions' PnL at their marks, net of their entry fees.
+    fees:
+        Every fee paid, entries and exits.
+    equity:
+        Cash plus the open positions' gross PnL at their marks.
+    peak_equity, max_drawdown:
+        The highest equity of the account's points so far, and the deepest fall from such
+        a peak (>= 0).
+    trades:
+        Positions closed.
+    at:
+        Open time (ms, UTC) of the candle after which the point was taken (0 at the start).
+    reason:
+        ``start``, ``fill``, ``mark`` (periodic, while positions are held) or ``capital``
+        (the allocation changed in the config).
+    """
+
+    capital: float
+    cash: float
+    exposure: float
+    realized_pnl: float
+    unrealized_pnl: float
+    fees: float
+    equity: float
+    peak_equity: float
+    max_drawdown: float
+    trades: int
+    at: int
+    reason: Literal["start", "fill", "mark", "capital"] = "mark"
+
+
 class Heartbeat(_Body, tag="heartbeat", frozen=True):
     """Sent when a strategy has been quiet for a while, so quiet is not mistaken for dead."""
 
@@ -473,6 +524,7 @@ EventBody = (
     | Stats
     | Heartbeat
     | FeedStatus
+    | AccountUpdated
 )
 
 
@@ -539,13 +591,15 @@ class OpenPosition(_Wire, frozen=True):
 
 
 class PendingOrder(_Wire, frozen=True):
-    """An order the journal saw submitted and not yet filled."""
+    """An order the journal saw submitted and not yet filled; ``sizing`` and ``quantity``
+    as in its OrderSubmitted (``equity``: the quantity is the fraction of the free cash)."""
 
     order_id: str
     symbol: str
     side: Side
     quantity: Quantity
     reason: str = ""
+    sizing: Literal["units", "equity"] = "units"
 
 
 class Welcome(_Wire, tag="welcome", frozen=True):
@@ -553,6 +607,8 @@ class Welcome(_Wire, tag="welcome", frozen=True):
 
     ``last_closed`` holds the last position closed on each symbol: rules that look back at
     it (the cooldown after a loss) must see it after a restart as they did before.
+    ``account`` is the strategy's last journaled ledger point (None before its first): the
+    restarted worker takes its exact figures back.
     """
 
     strategy_id: str
@@ -564,6 +620,7 @@ class Welcome(_Wire, tag="welcome", frozen=True):
     pending_orders: list[PendingOrder] = []
     epoch: str = ""
     last_closed: list[PositionClosed] = []
+    account: AccountUpdated | None = None
 
 
 class Ack(_Wire, tag="ack", frozen=True):
@@ -614,6 +671,8 @@ class ChildHeartbeat(_Wire, tag="heartbeat", frozen=True):
     lag_s: float = 0.0  # the broker: how far its paced replay runs behind schedule
     rejects: list[RejectCount] = []  # frames refused since the child started (cumulative)
     halted: bool = False  # a worker under the kill switch: opens no position
+    capital: float = 0.0  # a worker: its allocation
+    equity: float = 0.0  # a worker: its ledger's equity at the last marks
 
 
 class StartFeed(_Wire, tag="start_feed", frozen=True):
@@ -801,6 +860,8 @@ class ProcessRow(_Wire, frozen=True):
     lag_s: float = 0.0
     rejects: list[RejectCount] = []  # from the child's last heartbeat (cumulative)
     halted: bool = False
+    capital: float = 0.0  # a worker: its allocation
+    equity: float = 0.0  # a worker: its ledger's equity (capital + realized + unrealized)
 
 
 class PsReply(_Wire, tag="ps_reply", frozen=True):

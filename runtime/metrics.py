@@ -17,6 +17,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from runtime.account_metrics import account_metrics
 from runtime.figures import Figures, ProcessTable
 from runtime.messages import LATENCY_BUCKETS_S, ProcessRow
 from runtime.transport import RejectCounter
@@ -197,6 +198,7 @@ class AggregatorCollector(Collector):
         yield from (candles, missed, events, positions, pnl, last_seq, rejected, journaled)
         yield from (gaps, backfilled, repeated, lag, stale, duplicates)
         yield from (unrealized, equity, orders, fills, order_rejects)
+        yield from account_metrics(snapshot)
         counters = self._counters
         commits = HistogramMetricFamily(
             "stratrun_journal_commit_seconds", "Time of one journal commit (fsync included)."

@@ -43,6 +43,11 @@ CASES = {
         "strategies[1].id",
         "duplicate strategy id 'one'",
     ),
+    "allocation not positive": (
+        GOOD + "execution = { cash = 0 }\n",
+        "strategies[0].execution.cash",
+        "Expected `float` > 0",
+    ),
     "class that does not import": (
         GOOD.replace("workers.strategies.sma_cross:SmaCross", "workers.strategies.nothing:No"),
         "strategies[0].class",

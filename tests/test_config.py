@@ -378,3 +378,33 @@ def test_strategy_module_failing_with_a_multiline_message_still_gives_one_line(
     assert info.value.key == "strategies[0].class"
     assert "first line" in str(info.value)
     assert "\n" not in str(info.value), "ConfigError promises `file: key: problem` on one line"
+
+
+# --------------------------------------------------------------------------- sub-accounts
+
+
+def test_the_allocation_is_execution_cash_and_points_default_to_hourly(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, BROKER + STRATEGY))
+    assert config.strategies[0].execution.cash == 10_000.0
+    assert config.strategies[0].account_every_ms == 3_600_000
+    own = STRATEGY + 'execution = { cash = 2.5 }\naccount_every = "30m"\n'
+    config = load_config(_write(tmp_path, BROKER + own))
+    assert config.strategies[0].execution.cash == 2.5
+    assert config.strategies[0].account_every_ms == 30 * 60_000
+    daily = STRATEGY.replace('timeframe = "5m"', 'timeframe = "1d"')
+    config = load_config(_write(tmp_path, BROKER + daily))
+    assert config.strategies[0].account_every_ms == 86_400_000  # every candle
+
+
+@pytest.mark.parametrize("cash", ["0", "-5.0"])
+def test_the_allocation_must_be_positive(tmp_path: Path, cash: str) -> None:
+    error = _error(_write(tmp_path, BROKER + STRATEGY + f"execution = {{ cash = {cash} }}\n"))
+    assert (error.key, error.problem) == ("strategies[0].execution.cash", "Expected `float` > 0.0")
+    text = BROKER + f"[defaults]\nexecution = {{ cash = {cash} }}\n" + STRATEGY
+    assert _error(_write(tmp_path, text)).key == "defaults.execution.cash"
+
+
+@pytest.mark.parametrize("every", ["hourly", "1m", "7m"])
+def test_account_every_is_a_multiple_of_the_timeframe(tmp_path: Path, every: str) -> None:
+    error = _error(_write(tmp_path, BROKER + STRATEGY + f'account_every = "{every}"\n'))
+    assert error.key == "strategies[0].account_every"

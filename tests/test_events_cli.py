@@ -324,6 +324,7 @@ def test_unknown_kind_exits_2_listing_the_valid_ones(journaled: Journaled) -> No
         "stats",
         "heartbeat",
         "feed",
+        "account",
     }
 
 

@@ -329,6 +329,14 @@ def test_every_documented_family_is_in_the_scrape(system: System) -> None:
         "stratrun_broker_lag_seconds",
         "stratrun_journal_commit_seconds_bucket",
         "stratrun_aggregator_queue_depth",
+        "stratrun_account_capital",
+        "stratrun_account_cash",
+        "stratrun_account_equity",
+        "stratrun_account_drawdown",
+        "stratrun_account_fees_total",
+        "stratrun_account_trades_total",
+        "stratrun_portfolio_equity",
+        "stratrun_portfolio_fees_total",
     }
 
     def complete() -> set[str] | None:

@@ -21,6 +21,7 @@ from workers.services.exit import ExitOrchestrator
 from workers.services.filters import FilterOrchestrator
 from workers.services.gate import MultiTimeframeGate
 from workers.services.indicator_registry import IndicatorRegistry
+from workers.services.ledger import LedgerService
 from workers.services.positions import PositionLifecycleService, PositionState
 from workers.strategy import PositionView
 
@@ -49,6 +50,7 @@ class StrategyServiceContainer:
     gate: MultiTimeframeGate | None
     entry: EntryOrchestrator
     exit: ExitOrchestrator
+    ledger: LedgerService
     on_close: list[Callable[[], None]] = field(default_factory=list)
     closed: bool = False
 

@@ -17,6 +17,7 @@ from workers.services.exit import ExitOrchestrator
 from workers.services.filters import FilterOrchestrator
 from workers.services.gate import MultiTimeframeGate
 from workers.services.indicator_registry import IndicatorRegistry
+from workers.services.ledger import LedgerService
 from workers.services.positions import PositionLifecycleService
 
 __all__ = ["build_container"]
@@ -74,4 +75,5 @@ def build_container(
         gate=gate,
         entry=entry,
         exit=ExitOrchestrator(config.exit, positions, actions),
+        ledger=LedgerService(positions, config.execution.cash, config.account_every_ms),
     )

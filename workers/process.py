@@ -189,6 +189,7 @@ class _Worker:
             welcome.realized_pnl,
             welcome.pending_orders,
             welcome.last_closed,
+            welcome.account,
         )
         if self.spec.kill_switch_file:
             # Read before anything is acted on (catch-up included): a worker started while
@@ -669,6 +670,8 @@ class _Worker:
             realized_pnl=positions.realized_pnl,
             state="" if self.runner.state == "running" else self.runner.state,
             halted=self.runner.halted,
+            capital=self.runner.container.ledger.capital,
+            equity=self.runner.container.ledger.equity(),
         )
 
 

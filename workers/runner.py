@@ -17,6 +17,7 @@ import msgspec
 
 from runtime.config import StrategyConfig
 from runtime.messages import (
+    AccountUpdated,
     Candle,
     Error,
     EventBody,
@@ -55,7 +56,11 @@ class _EventLogHandler(logging.Handler):
 class StrategyRunner:
     """Owns the strategy object and its service container; drives them candle by candle."""
 
-    def __init__(self, config: StrategyConfig, outbox: Outbox) -> None:
+    def __init__(
+        self, config: StrategyConfig, outbox: Outbox, *, account_points: bool = True
+    ) -> None:
+        """``account_points`` False: the ledger's curve is not emitted (the backtest, which
+        follows the equity after every candle itself)."""
         self.config = config
         self.outbox = outbox
         self.candles = 0
@@ -80,6 +85,8 @@ class StrategyRunner:
         self._update_indicators = self.container.indicators.update
         self._decide = self.strategy.on_candle
         self._queued = self.container.actions.queue  # the live list, emptied by drain()
+        self._ledger = self.container.ledger
+        self._point_every = self._ledger.every_ms if account_points else 0
 
     @property
     def log(self) -> logging.Logger:
@@ -95,13 +102,15 @@ class StrategyRunner:
         realized_pnl: float,
         pending: list[PendingOrder] = [],  # noqa: B006 (never mutated)
         last_closed: list[PositionClosed] = [],  # noqa: B006 (never mutated)
+        account: AccountUpdated | None = None,
     ) -> None:
-        """Take back what the journal says the strategy held, had ordered and last closed
-        before a restart."""
+        """Take back what the journal says the strategy held, had ordered, last closed and
+        had in its sub-account before a restart."""
         c = self.container
         c.positions.restore(positions, realized_pnl, last_closed)
         for order in pending:
-            c.execution.restore(order.order_id, order.symbol, order.side, order.quantity)
+            fraction = order.quantity if order.sizing == "equity" else 0.0
+            c.execution.restore(order.order_id, order.symbol, order.side, order.quantity, fraction)
             held = c.positions.active(order.symbol)
             closes = held is not None and (held.side == "long") == (order.side == "sell")
             if closes:
@@ -113,6 +122,9 @@ class StrategyRunner:
                     order.quantity,
                     order.order_id,
                 )
+        reason = c.ledger.restore(account)
+        if reason is not None and self._point_every:
+            self.emit(c.ledger.point(account.at if account is not None else 0, reason))
 
     def warm(self, candle: Candle) -> None:
         """A candle from before the strategy's cursor: rebuild indicators, the gate, the
@@ -207,7 +219,7 @@ class StrategyRunner:
         symbol, timeframe = candle.symbol, candle.timeframe
         if timeframe == self._decision_tf:
             for fill in c.execution.on_candle(candle):
-                c.positions.on_fill(fill)
+                self._ledger.on_fill(fill, c.positions.on_fill(fill))
                 self.log.info(
                     "filled %s %s %g %s @ %.8g (fee %.6g)",
                     fill.order_id,
@@ -219,8 +231,12 @@ class StrategyRunner:
                 )
                 self._guarded("on_fill", self.strategy.on_fill, fill)
             if self.state == "errored":
+                self._account_point(candle.open_time)  # the fills it had taken
                 return  # it gave up inside on_fill: this candle ends here too
             self._mark(candle, symbol)
+            every = self._point_every
+            if every and (self._ledger.dirty or not candle.open_time % every):
+                self._account_point(candle.open_time)
         self._update_indicators(candle, symbol, timeframe)
         if c.gate is not None:
             c.gate.observe(candle, symbol, timeframe)
@@ -235,6 +251,11 @@ class StrategyRunner:
         self.consecutive_errors = 0
         if self._queued:  # most candles decide nothing: skip the call
             c.carry_out()
+
+    def _account_point(self, open_time: int) -> None:
+        """A point of the sub-account's curve, if one is due after this candle."""
+        if self._point_every and self._ledger.due(open_time):
+            self.emit(self._ledger.point(open_time))
 
     def _guarded(self, where: str, hook: Callable[..., Any], *args: Any) -> bool:
         try:

@@ -133,7 +133,7 @@ def run_strategy(
 ) -> EngineResult:
     """Run ``config`` over ``streams`` (each ``SYMBOL|TIMEFRAME`` the strategy uses)."""
     outbox = _ClockOutbox(config.id)
-    runner = StrategyRunner(config, outbox)
+    runner = StrategyRunner(config, outbox, account_points=False)
     decision_tf = config.timeframe
     decision = [s for s in streams if s.timeframe == decision_tf]
     main = decision[0]

@@ -95,9 +95,12 @@ class PaperExecution:
         self._pending = kept
         return found
 
-    def restore(self, order_id: str, symbol: str, side: Side, quantity: float) -> None:
-        """Take back an order the journal saw submitted and not filled (after a restart)."""
-        self._pending.append(_Order(order_id, symbol, side, quantity))
+    def restore(
+        self, order_id: str, symbol: str, side: Side, quantity: float, fraction: float = 0.0
+    ) -> None:
+        """Take back an order the journal saw submitted and not filled (after a restart);
+        ``fraction`` > 0: it is sized at its fill, as :meth:`submit` says."""
+        self._pending.append(_Order(order_id, symbol, side, quantity, fraction))
 
     @property
     def pending_count(self) -> int:

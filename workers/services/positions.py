@@ -135,6 +135,14 @@ class PositionLifecycleService:
     def open_positions(self) -> list[ManagedPosition]:
         return [p for p in self._active.values() if p.state is _OPEN]
 
+    def held(self) -> list[ManagedPosition]:
+        """Positions holding exposure (open, and closing), by symbol then opening time: an
+        order that does not depend on how they came back after a restart."""
+        held = [*self.open_positions(), *self._closing.values()]
+        if len(held) > 1:
+            held.sort(key=lambda p: (p.symbol, p.opened_at))
+        return held
+
     @property
     def open_count(self) -> int:
         """Positions holding exposure: open ones and those still closing."""

@@ -105,6 +105,7 @@ _HEADER = (
     "STRATEGY",
     "STATE",
     "PID",
+    "EQUITY",
     "REALIZED_PNL",
     "OPEN",
     "CANDLES",
@@ -124,9 +125,10 @@ def render(frame: Frame, width: int = 0) -> list[str]:
     when = time.strftime("%H:%M:%S", time.localtime(frame.taken_at)) if frame.taken_at else ""
     running = sum(r.state == "running" for r in strategies)
     total_pnl = sum(r.realized_pnl for r in strategies)
+    total_equity = sum(r.equity for r in strategies)
     lines = [
         f"stratrun top - {when}  strategies: {len(strategies)}, {running} running  "
-        f"realized PnL {total_pnl:+.6g}".rstrip(),
+        f"equity {total_equity:.6g}  realized PnL {total_pnl:+.6g}".rstrip(),
     ]
     if others:
         lines.append(
@@ -138,6 +140,7 @@ def render(frame: Frame, width: int = 0) -> list[str]:
             r.name,
             r.state,
             str(r.pid or "-"),
+            f"{r.equity:.6g}" if r.capital else "-",
             f"{r.realized_pnl:+.6g}",
             str(r.open_positions),
             str(r.candles),
@@ -150,7 +153,7 @@ def render(frame: Frame, width: int = 0) -> list[str]:
         for r in sorted(strategies, key=lambda r: r.name)
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(_HEADER))]
-    right = {3, 4, 5, 6, 7, 8, 9, 10}  # numbers align right
+    right = set(range(3, len(_HEADER)))  # numbers align right
     for row in cells:
         parts = [
             cell.rjust(w) if i in right else cell.ljust(w)

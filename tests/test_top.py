@@ -76,6 +76,8 @@ def test_render_shows_one_row_per_strategy_and_the_services_on_one_line() -> Non
             "zeta",
             pid=321,
             realized_pnl=-0.5,
+            capital=1000.0,
+            equity=999.25,
             open_positions=2,
             candles=1200,
             rss_bytes=21 * 2**20,
@@ -87,13 +89,14 @@ def test_render_shows_one_row_per_strategy_and_the_services_on_one_line() -> Non
     ]
     lines = render(Frame(rows, {"zeta": 0.0042, "alpha": None}, taken_at=0.0))
     assert lines[0].startswith("stratrun top") and "strategies: 2, 1 running" in lines[0]
-    assert "realized PnL -0.5" in lines[0]
+    assert "equity 999.25  realized PnL -0.5" in lines[0]
     assert lines[1] == "services: aggregator running (30.0M), broker running (20.0M)"
     header = lines[3].split()
     assert header == [
         "STRATEGY",
         "STATE",
         "PID",
+        "EQUITY",
         "REALIZED_PNL",
         "OPEN",
         "CANDLES",
@@ -104,11 +107,12 @@ def test_render_shows_one_row_per_strategy_and_the_services_on_one_line() -> Non
         "UPTIME",
     ]
     alpha, zeta = lines[4].split(), lines[5].split()  # sorted by name
-    assert alpha == ["alpha", "failed", "-", "+0", "0", "0", "-", "-", "-", "0", "0s"]
+    assert alpha == ["alpha", "failed", "-", "-", "+0", "0", "0", "-", "-", "-", "0", "0s"]
     assert zeta == [
         "zeta",
         "running",
         "321",
+        "999.25",
         "-0.5",
         "2",
         "1200",
@@ -185,9 +189,10 @@ def test_top_once_shows_every_strategy_of_a_running_system(system: RunningSystem
         cells = table[sid]
         assert cells[1] == "running"
         assert cells[2] == str(rows[sid].pid)
-        assert int(cells[5]) >= 20  # candles
-        assert cells[6] != "-" and cells[6][-2:] in ("us", "ms")  # p99 from the histogram
-        assert cells[7].endswith("M")  # RSS
+        assert float(cells[3]) > 0  # equity: the allocation at least, before any trade
+        assert int(cells[6]) >= 20  # candles
+        assert cells[7] != "-" and cells[7][-2:] in ("us", "ms")  # p99 from the histogram
+        assert cells[8].endswith("M")  # RSS
 
 
 def test_top_without_a_system_says_so(tmp_path: Path) -> None:

@@ -4,12 +4,15 @@ daily loss limit engages the kill switch by itself."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import RunningSystem, eth_system, wait_until, write_config
+from tests.harness import RunningSystem, eth_system, fetch, stratrun, wait_until, write_config
 
 RACERS = ("race_a", "race_b", "race_c")
 # ETH-BTC closes between 0.083 and 0.106 in the bundled data: one unit fits under 0.15,
@@ -89,4 +92,104 @@ def test_racing_strategies_never_exceed_the_symbol_limit(
             "LIKE 'risk service unavailable%'",
         )
         == 0
+    )
+
+
+def _log_lines(system: RunningSystem, name: str, text: str) -> int:
+    path = system.run_dir.log_file(name)
+    return path.read_text(errors="replace").count(text) if path.exists() else 0
+
+
+def test_a_risk_service_that_does_not_answer_blocks_new_orders(
+    started: list[RunningSystem], tmp_path: Path
+) -> None:
+    body = eth_system(speed=1500, runtime="watchdog_timeout_s = 120")
+    body += "\n[risk]\nmax_open_orders = 50\ntimeout_ms = 50\n"
+    system = _start(started, tmp_path, body + _flip("flip_a") + _flip("flip_b"))
+    wait_until(lambda: _count(system, "kind = 'position_opened'") >= 2, 30, "trading")
+    aggregator = system.ps()["aggregator"].pid
+    stopped_ns = time.time_ns()
+    os.kill(aggregator, signal.SIGSTOP)
+    try:
+        # The workers go on (candles come from the broker); each open they want is refused
+        # after the timeout. Their own logs say so while the journal cannot.
+        wait_until(
+            lambda: (
+                sum(
+                    _log_lines(system, sid, "refused: risk service unavailable")
+                    for sid in ("flip_a", "flip_b")
+                )
+                >= 4
+            ),
+            30,
+            "opens refused while the risk service is stopped",
+        )
+    finally:
+        resumed_ns = time.time_ns()
+        os.kill(aggregator, signal.SIGCONT)
+    unavailable = "kind = 'order_rejected' AND json_extract(body, '$.reason') = ?"
+    wait_until(
+        lambda: _count(system, unavailable, "risk service unavailable") >= 4,
+        30,
+        "the refusals journaled",
+    )
+    # Nothing opened while it was stopped: no entry order went out (a check answered just
+    # before the stop may still have been in hand: 0.5 s of margin).
+    entries = system.journal_rows(
+        "SELECT COUNT(*) FROM events WHERE kind = 'order_submitted' "
+        "AND json_extract(body, '$.side') = 'buy' AND ts_ns BETWEEN ? AND ?",
+        stopped_ns + 500_000_000,
+        resumed_ns,
+    )
+    assert entries[0][0] == 0
+    refused_ids = [
+        r[0]
+        for r in system.journal_rows(
+            f"SELECT json_extract(body, '$.order_id') FROM events WHERE {unavailable}",
+            "risk service unavailable",
+        )
+    ]
+    assert refused_ids
+    filled = system.journal_rows(
+        "SELECT COUNT(*) FROM events WHERE kind = 'order_filled' AND "
+        f"json_extract(body, '$.order_id') IN ({','.join('?' * len(refused_ids))})",
+        *refused_ids,
+    )
+    assert filled[0][0] == 0
+    # Answered again: orders are allowed again.
+    wait_until(
+        lambda: _count(system, "kind = 'position_opened' AND ts_ns > ?", resumed_ns) >= 2,
+        30,
+        "positions opened after the service came back",
+    )
+
+
+def test_daily_loss_limit_engages_the_kill_switch_by_itself(
+    started: list[RunningSystem], tmp_path: Path
+) -> None:
+    # Every round trip pays 2 x (50 bps slippage + 10 bps fee) on about 1 BTC of ETH.
+    body = eth_system(speed=3000) + "\n[risk]\nmax_daily_loss = 0.03\n"
+    body += "\n[defaults.execution]\nquantity = 10\nslippage_bps = 50\n"
+    system = _start(started, tmp_path, body + _flip("loser") + _flip("other"))
+    halt_file = system.run_dir.root / "halt.json"
+    wait_until(halt_file.exists, 60, "the kill switch engaged by the loss limit")
+    assert "daily loss limit" in halt_file.read_text()
+
+    def all_halted() -> bool:
+        rows = system.ps()
+        return all(rows[sid].halted for sid in ("loser", "other"))
+
+    wait_until(all_halted, 30, "every worker to report halted")
+    url = system.ps()["aggregator"].detail["metrics_url"]
+    assert "stratrun_risk_halts_total 1.0" in fetch(url)
+    assert _log_lines(system, "aggregator", "daily loss limit reached") == 1
+
+    done = stratrun(system, "resume-trading")
+    assert done.returncode == 0, done.stderr
+    resumed_ns = time.time_ns()
+    assert not halt_file.exists()
+    wait_until(
+        lambda: _count(system, "kind = 'position_opened' AND ts_ns > ?", resumed_ns) >= 2,
+        30,
+        "positions opened again after resume-trading",
     )

@@ -76,6 +76,10 @@ class RiskBook:
         self.config = config
         self.held: dict[str, dict[str, float]] = {}  # symbol -> strategy -> signed units
         self.reserved: dict[str, _Reservation] = {}  # by order id
+        # Running sums of ``reserved`` (a check costs the same with many orders pending).
+        self._reserved_on: dict[str, float] = {}  # by symbol
+        self._reserved_gross = 0.0
+        self._reserved_net = 0.0
         self.marks: dict[str, float] = {}
         self._tombstones: set[str] = set()  # orders rejected before their check was seen
         self._tombstone_order: deque[str] = deque()
@@ -140,7 +144,7 @@ class RiskBook:
                     f"risk: net limit: exposure {now:.8g} {'+' if sign > 0 else '-'} "
                     f"{notional:.8g} > {cfg.max_net_exposure:.8g}",
                 )
-        self.reserved[request.order_id] = _Reservation(request.strategy_id, symbol, sign, notional)
+        self._reserve(request.order_id, _Reservation(request.strategy_id, symbol, sign, notional))
         return None
 
     # -- figures -----------------------------------------------------------------------
@@ -148,24 +152,21 @@ class RiskBook:
     def symbol_exposure(self, symbol: str) -> float:
         """Gross value held and reserved on ``symbol``, every strategy together."""
         mark = self.marks.get(symbol, 0.0)
-        total = sum(abs(units) for units in self.held.get(symbol, {}).values()) * mark
-        for r in self.reserved.values():
-            if r.symbol == symbol:
-                total += r.notional
-        return total
+        held = sum(abs(units) for units in self.held.get(symbol, {}).values()) * mark
+        return held + self._reserved_on.get(symbol, 0.0)
 
     def gross_exposure(self) -> float:
         total = 0.0
         for symbol, by_strategy in self.held.items():
             total += sum(abs(u) for u in by_strategy.values()) * self.marks.get(symbol, 0.0)
-        return total + sum(r.notional for r in self.reserved.values())
+        return total + self._reserved_gross
 
     def net_exposure(self) -> float:
         """Signed: long minus short, held and reserved."""
         total = 0.0
         for symbol, by_strategy in self.held.items():
             total += sum(by_strategy.values()) * self.marks.get(symbol, 0.0)
-        return total + sum(r.sign * r.notional for r in self.reserved.values())
+        return total + self._reserved_net
 
     def daily_pnl(self) -> float:
         return self.realized_today + sum(self.unrealized.values())
@@ -178,7 +179,7 @@ class RiskBook:
         match body:
             case OrderFilled():
                 self.marks[body.symbol] = body.price
-                self.reserved.pop(body.order_id, None)
+                self._release(body.order_id)
                 by_strategy = self.held.setdefault(body.symbol, {})
                 units = by_strategy.get(event.strategy_id, 0.0) + _sign(body.side) * body.quantity
                 if abs(units) <= _EPSILON:
@@ -187,7 +188,7 @@ class RiskBook:
                     by_strategy[event.strategy_id] = units
                 self._new_day(body.fill_time)
             case OrderRejected():
-                if self.reserved.pop(body.order_id, None) is None:
+                if not self._release(body.order_id):
                     self._tombstone(body.order_id)
             case OrderSubmitted():
                 if body.order_id not in self.reserved:
@@ -210,7 +211,7 @@ class RiskBook:
             if r.strategy_id == strategy_id and oid not in pending
         ]
         for oid in stale:
-            del self.reserved[oid]
+            self._release(oid)
         return len(stale)
 
     def go_live(self) -> bool:
@@ -231,7 +232,26 @@ class RiskBook:
             notional = body.quantity * self.marks[body.symbol]
         else:
             notional = self._unknown_notional
-        self.reserved[body.order_id] = _Reservation(strategy_id, body.symbol, sign, notional)
+        self._reserve(body.order_id, _Reservation(strategy_id, body.symbol, sign, notional))
+
+    def _reserve(self, order_id: str, r: _Reservation) -> None:
+        self.reserved[order_id] = r
+        self._reserved_on[r.symbol] = self._reserved_on.get(r.symbol, 0.0) + r.notional
+        self._reserved_gross += r.notional
+        self._reserved_net += r.sign * r.notional
+
+    def _release(self, order_id: str) -> bool:
+        r = self.reserved.pop(order_id, None)
+        if r is None:
+            return False
+        if self.reserved:
+            self._reserved_on[r.symbol] -= r.notional
+            self._reserved_gross -= r.notional
+            self._reserved_net -= r.sign * r.notional
+        else:  # nothing left: exact zeros, no rounding residue
+            self._reserved_on.clear()
+            self._reserved_gross = self._reserved_net = 0.0
+        return True
 
     def _tombstone(self, order_id: str) -> None:
         # A worker that gave up waiting rejects the order itself; its check may still be

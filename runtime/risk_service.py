@@ -42,7 +42,7 @@ _HALT_FILE_EVERY_S = 0.2  # how often the kill switch's file is looked at
 _HALT_RESEND_S = 1.0  # the halt request is sent again until the manager confirms it
 # The main thread folds events in Python between commits: a waiting check gets the GIL
 # after at most this long (Python's default is 5 ms, five times the check's target p99).
-_SWITCH_INTERVAL_S = 0.0002
+_SWITCH_INTERVAL_S = 0.00005
 
 
 class _TripState(msgspec.Struct, frozen=True):

@@ -46,7 +46,16 @@ _EPSILON = 1e-12
 _TOMBSTONES = 10_000
 
 # Why an order is refused: the codes metrics count by (a bounded set).
-REASONS = ("halted", "daily_loss", "open_orders", "symbol", "gross", "net", "duplicate")
+REASONS = (
+    "halted",
+    "daily_loss",
+    "open_orders",
+    "symbol",
+    "gross",
+    "net",
+    "duplicate",
+    "starting",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,7 @@ class RiskBook:
         self.trip_pending = False  # tripped, the kill switch not yet confirmed on
         self.halted = False  # the kill switch is on (the service watches its file)
         self.live = False  # False while the journal is replayed at start: decide nothing
+        self.replayed = 0  # events folded in before going live
         limits = [
             config.max_symbol_exposure,
             config.max_gross_exposure,
@@ -175,6 +185,8 @@ class RiskBook:
 
     def apply(self, event: Event) -> bool:
         """Fold one journaled event in; True when it trips the daily loss limit."""
+        if not self.live:
+            self.replayed += 1
         body = event.body
         match body:
             case OrderFilled():

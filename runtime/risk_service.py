@@ -28,7 +28,7 @@ import msgspec
 import zmq
 
 from runtime.messages import CONTROL_REPLY_DECODER, Event, HaltRequest, OkReply
-from runtime.risk_book import RiskBook
+from runtime.risk_book import Refusal, RiskBook
 from runtime.risk_config import RiskConfig
 from runtime.risk_messages import RISK_REQUEST_DECODER, RiskVerdict
 from runtime.risk_metrics import RiskCounters
@@ -43,6 +43,13 @@ _HALT_RESEND_S = 1.0  # the halt request is sent again until the manager confirm
 # The main thread folds events in Python between commits: a waiting check gets the GIL
 # after at most this long (Python's default is 5 ms, five times the check's target p99).
 _SWITCH_INTERVAL_S = 0.00005
+# After a start on a journal that has events, opening orders are refused this long: events
+# the previous aggregator never journaled (an allowed order, its fill) are still with the
+# workers, which send them again within 5 s of no acknowledgement (workers/process.py).
+_RESTART_GRACE_S = 6.0
+
+
+_STARTING = Refusal("starting", "risk: starting: events sent before the restart not all in yet")
 
 
 class _TripState(msgspec.Struct, frozen=True):
@@ -76,6 +83,7 @@ class RiskService:
         self._halt_ids = itertools.count(1)
         self._halt_req = 0
         self._next_halt_send = 0.0
+        self._grace_until = 0.0
         self.book.tripped_day = self._read_state()
         self.book.halted = halt_file.exists()
 
@@ -101,6 +109,14 @@ class RiskService:
             tripped = self.book.go_live()
         if tripped:
             self._tripped()
+        if self.book.replayed:
+            self._grace_until = time.monotonic() + _RESTART_GRACE_S
+            self._log.info(
+                "risk: book rebuilt from %d journaled events; opening orders refused for %gs "
+                "while workers resend what was not journaled",
+                self.book.replayed,
+                _RESTART_GRACE_S,
+            )
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
         self._thread.start()
 
@@ -172,9 +188,14 @@ class RiskService:
             except msgspec.DecodeError:
                 self._rejects.add("risk", "decode")
                 continue
-            with self.lock:
-                refusal = self.book.check(request)
+            if self._grace_until and time.monotonic() < self._grace_until:
+                refusal: Refusal | None = _STARTING
                 outstanding = len(self.book.reserved)
+            else:
+                self._grace_until = 0.0
+                with self.lock:
+                    refusal = self.book.check(request)
+                    outstanding = len(self.book.reserved)
             verdict = (
                 RiskVerdict(request.req_id, True)
                 if refusal is None

@@ -18,6 +18,10 @@ RACERS = ("race_a", "race_b", "race_c")
 # ETH-BTC closes between 0.083 and 0.106 in the bundled data: one unit fits under 0.15,
 # two never do.
 SYMBOL_LIMIT = 0.15
+# A generous timeout: a refusal for an answer slow on a loaded machine is not what is tested.
+RACE = (
+    eth_system(speed=6000) + f"\n[risk]\nmax_symbol_exposure = {SYMBOL_LIMIT}\ntimeout_ms = 2000\n"
+)
 
 
 def _flip(sid: str, extra: str = "") -> str:
@@ -50,7 +54,10 @@ def _count(system: RunningSystem, where: str, *args: object) -> int:
 def test_racing_strategies_never_exceed_the_symbol_limit(
     started: list[RunningSystem], tmp_path: Path
 ) -> None:
-    body = eth_system(speed=3000) + f"\n[risk]\nmax_symbol_exposure = {SYMBOL_LIMIT}\n"
+    body = (
+        eth_system(speed=6000)
+        + f"\n[risk]\nmax_symbol_exposure = {SYMBOL_LIMIT}\ntimeout_ms = 2000\n"
+    )
     system = _start(started, tmp_path, body + "".join(_flip(sid) for sid in RACERS))
 
     def enough() -> bool:
@@ -65,34 +72,55 @@ def test_racing_strategies_never_exceed_the_symbol_limit(
 
     wait_until(enough, 120, "hundreds of open attempts, each racer holding sometimes")
 
-    # Replay the journal in the order it was written: what every strategy holds together on
-    # the symbol, valued at the fill price, never goes over the limit.
+    _assert_the_limit_held(system)
+    assert _count(system, f"{_REASON} LIKE 'risk service unavailable%'") == 0
+
+
+_REASON = "kind = 'order_rejected' AND json_extract(body, '$.reason')"
+
+
+def _assert_the_limit_held(system: RunningSystem) -> None:
+    """Replay the journal's fills in the order they were written: what every strategy holds
+    together on the symbol, valued at the fill price, never goes over the limit; and the
+    racers did collide on it."""
     rows = system.journal_rows(
-        "SELECT strategy_id, kind, json_extract(body, '$.side'), "
-        "json_extract(body, '$.quantity'), json_extract(body, '$.price') FROM events "
-        "WHERE kind = 'order_filled' ORDER BY rowid"
+        "SELECT strategy_id, json_extract(body, '$.side'), json_extract(body, '$.quantity'), "
+        "json_extract(body, '$.price') FROM events WHERE kind = 'order_filled' ORDER BY rowid"
     )
     held: dict[str, float] = {}
     most = 0.0
-    for sid, _, side, quantity, price in rows:
+    for sid, side, quantity, price in rows:
         held[sid] = held.get(sid, 0.0) + (quantity if side == "buy" else -quantity)
         exposure = sum(abs(units) for units in held.values()) * price
         most = max(most, exposure)
         assert exposure <= SYMBOL_LIMIT, f"{exposure} held together after {sid} {side}"
     assert most > 0.08  # one position at a time did fit
-    refused = _count(
-        system,
-        "kind = 'order_rejected' AND json_extract(body, '$.reason') LIKE 'risk: symbol limit%'",
+    assert _count(system, f"{_REASON} LIKE 'risk: symbol limit%'") >= 50
+
+
+def test_the_limit_holds_across_a_restart_of_the_risk_service(
+    started: list[RunningSystem], tmp_path: Path
+) -> None:
+    """SIGKILL the aggregator mid-race: the manager restarts it, the book is rebuilt from
+    the journal, and it waits for what the workers had not got journaled."""
+    body = (
+        eth_system(speed=6000)
+        + f"\n[risk]\nmax_symbol_exposure = {SYMBOL_LIMIT}\ntimeout_ms = 2000\n"
     )
-    assert refused >= 50, "the racers did collide on the limit"
-    assert (
-        _count(
-            system,
-            "kind = 'order_rejected' AND json_extract(body, '$.reason') "
-            "LIKE 'risk service unavailable%'",
-        )
-        == 0
+    system = _start(started, tmp_path, body + "".join(_flip(sid) for sid in RACERS))
+    opened = "kind = 'position_opened'"
+    wait_until(lambda: _count(system, opened) >= 6, 60, "the race under way")
+    old = system.ps()["aggregator"].pid
+    os.kill(old, signal.SIGKILL)
+    wait_until(
+        lambda: (r := system.ps()["aggregator"]).pid not in (0, old) and r.state == "running",
+        30,
+        "the aggregator restarted",
     )
+    after = _count(system, opened)
+    wait_until(lambda: _count(system, opened) >= after + 6, 60, "the race going on")
+    assert _count(system, f"{_REASON} LIKE 'risk: starting%'") >= 1
+    _assert_the_limit_held(system)
 
 
 def _log_lines(system: RunningSystem, name: str, text: str) -> int:

@@ -104,7 +104,7 @@ def _stats(times: list[int], refused: int) -> dict[str, float]:
 
 
 def _service_within_100us(url: str) -> float:
-    """Percent of checks the risk service itself handled (decode, book, reply) within
+    """Percent of checks the risk service itself handled (decode, book, reply encoded) within
     100 µs, from its histogram: what the service costs, apart from the trip there and back."""
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()

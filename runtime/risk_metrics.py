@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 __all__ = ["CHECK_BUCKETS_S", "RiskCollector", "RiskCounters"]
 
-# Upper bounds of the service-side time of one check (decode, book, reply).
+# Upper bounds of the service-side time of one check (decode, book, the reply encoded).
 CHECK_BUCKETS_S: tuple[float, ...] = (0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005)
 
 
@@ -84,7 +84,7 @@ class RiskCollector(Collector):
         tripped.add_metric([], halts)
         latency = HistogramMetricFamily(
             "stratrun_risk_check_seconds",
-            "Time the risk service spends on one check (decode, book, reply).",
+            "Time the risk service spends on one check (decode, book, the reply encoded).",
         )
         cumulative, points = 0, []
         for bound, count in zip(CHECK_BUCKETS_S, buckets, strict=False):

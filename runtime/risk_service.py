@@ -201,13 +201,14 @@ class RiskService:
                 if refusal is None
                 else RiskVerdict(request.req_id, False, refusal.reason)
             )
+            # Counted before the reply leaves: whoever has the answer sees it counted.
+            self.counters.checked(
+                refusal.code if refusal else "", time.perf_counter() - began, outstanding
+            )
             try:
                 send_to_peer(self.router, identity, verdict)
             except zmq.Again:
                 pass  # the worker has given up on it: it rejects the order itself
-            self.counters.checked(
-                refusal.code if refusal else "", time.perf_counter() - began, outstanding
-            )
 
     def _control_replies(self) -> None:
         while True:

@@ -45,6 +45,7 @@ from runtime.messages import (
     Pause,
     Resume,
     ResumeTrading,
+    Side,
     Stats,
     SupervisionDown,
     Welcome,
@@ -58,7 +59,7 @@ from workers.history_client import HistoryClient, HistoryUnavailable
 from workers.latency import LatencyCounts
 from workers.loader import add_plugin_paths
 from workers.outbox import Outbox
-from workers.risk_client import RiskClient
+from workers.risk_client import UNAVAILABLE, RiskClient
 from workers.runner import StrategyRunner
 from workers.services.risk_gate import RiskGate
 from workers.spill import SpillFile
@@ -147,6 +148,8 @@ class _Worker:
             )
             sockets.append(client.socket)
             self.risk = RiskGate(client.ask)
+        elif spec.risk_timeout_ms > 0:
+            self.risk = RiskGate(_no_risk_service)  # limits but nowhere to ask: fail closed
         streams = spec.strategy.streams
         # topic frame -> (symbol, timeframe, stream key): checked against each candle's fields
         self.topics = {candle_topic(*s.split("|")): (*s.split("|"), s) for s in streams}
@@ -713,6 +716,10 @@ class _Counts:
 
     def any(self) -> bool:
         return any(vars(self).values())
+
+
+def _no_risk_service(order_id: str, symbol: str, side: Side, notional: float, price: float) -> str:
+    return UNAVAILABLE
 
 
 def _replay_order(streams: list[str]) -> Any:

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zmq
 
-from tests.harness import RunningSystem, eth_system, fetch, stratrun, wait_until, write_config
+from runtime.messages import ENCODER
+from runtime.risk_messages import RiskCheck
+from runtime.security import CurveKeys
+from tests.harness import REPO, RunningSystem, eth_system, fetch, stratrun, wait_until, write_config
+from tests.test_security_tcp import TcpSystem, _free_port_base, _rejects
 
 RACERS = ("race_a", "race_b", "race_c")
 # ETH-BTC closes between 0.083 and 0.106 in the bundled data: one unit fits under 0.15,
@@ -221,3 +229,44 @@ def test_daily_loss_limit_engages_the_kill_switch_by_itself(
         30,
         "positions opened again after resume-trading",
     )
+
+
+def test_the_risk_link_over_tcp_is_curve_secured(tmp_path: Path) -> None:
+    """On TCP the workers' checks go through CURVE; a client without an authorised key gets
+    no answer, and the refused handshake is counted on the ``risk`` link."""
+    keys = tmp_path / "keys"
+    made = subprocess.run(
+        [sys.executable, "-m", "runtime", "keys", "generate", "--dir", str(keys)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert made.returncode == 0, made.stderr
+    base = _free_port_base(7)
+    runtime = f'transport = "tcp"\nkeys_dir = "{keys}"\ntcp = {{ port_base = {base} }}'
+    body = eth_system(speed=3000, runtime=runtime) + "\n[risk]\nmax_open_orders = 10\n"
+    system = TcpSystem(write_config(tmp_path / "tcp.toml", body + _flip("flip")), tmp_path / "run")
+    ctx: zmq.Context[Any] = zmq.Context()
+    intruder = ctx.socket(zmq.DEALER)
+    intruder.linger = 0
+    try:
+        system.wait_all_running()
+        wait_until(lambda: _count(system, "kind = 'position_opened'") >= 2, 30, "checks allowed")
+        public, secret = zmq.curve_keypair()
+        intruder.curve_publickey, intruder.curve_secretkey = public, secret
+        intruder.curve_serverkey = CurveKeys.load(keys).server_public
+        intruder.connect(f"tcp://127.0.0.1:{base + 6}")
+        intruder.send(ENCODER.encode(RiskCheck(1, "flip", "flip-999", "ETH-BTC", "buy", 0.1)))
+        assert not intruder.poll(1500), "an unauthorised client got an answer"
+        url = system.ps()["aggregator"].detail["metrics_url"]
+        wait_until(
+            lambda: _rejects(url).get(("aggregator", "risk", "unauthorised"), 0) >= 1,
+            10,
+            "the refusal counted",
+        )
+    finally:
+        intruder.close(0)
+        ctx.term()
+        leftovers = system.cleanup()
+        assert not leftovers, f"processes left running: {leftovers}"

@@ -3,8 +3,9 @@
 Targets: the aggregator's events and risk ROUTERs, the broker's history ROUTER, the
 manager's control and supervision ROUTERs, the broker's market-data XPUB (what a subscriber
 sends upstream) and, through a relay the workers connect to
-(``[runtime] connect.market_data``), forged frames published to every worker. Only frames the protocol must refuse are sent (a generated frame that happens to be
-valid, like a real ``down`` request, is drawn again), so every frame sent must show up in
+(``[runtime] connect.market_data``), forged frames published to every worker. Only frames
+the protocol must refuse are sent (a generated frame that happens to be valid, like a real
+``down`` request, is drawn again), so every frame sent must show up in
 ``stratrun_frames_rejected_total`` of the process that received it (a forged candle whose
 seq a worker has already seen is dropped as a repeat and counted in
 ``stratrun_candles_duplicate_total``). No process may die, and every strategy must keep

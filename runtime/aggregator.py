@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -25,6 +26,8 @@ from runtime.messages import (
     Welcome,
 )
 from runtime.metrics import AggregatorCollector, AggregatorCounters
+from runtime.risk_metrics import RiskCollector
+from runtime.risk_service import RiskService
 from runtime.security import KeysError, Security
 from runtime.seq_order import SeqOrder
 from runtime.specs import AggregatorSpec, read_spec
@@ -47,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     journal = Journal(spec.journal)
     figures = Figures()
-    order = SeqOrder(journal, figures, log)
-    order.rebuild()
+    folds = _Folds(figures)
+    order = SeqOrder(journal, folds, log)
     counters = AggregatorCounters()
     processes = ProcessTable()
     registry = CollectorRegistry()
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx: zmq.Context[Any] = zmq.Context()
     router = sup = None
     security: Security | None = None
+    risk: RiskService | None = None
     try:
         try:
             security = child_security(ctx, spec, log, server=True)
@@ -76,19 +80,28 @@ def main(argv: list[str] | None = None) -> int:
         router = security.server(
             zmq.ROUTER, "events", bind=spec.endpoints.bind("events"), rcvhwm=100_000
         )
+        if spec.risk is not None:
+            risk = _risk_service(spec, security, log)
+            folds.risk = risk
+            registry.register(RiskCollector(risk.counters))
+        order.rebuild()  # the journal's events, in seq order: figures and the risk book
+        if risk is not None:
+            risk.start()
         sup = SupervisionLink(security, spec.endpoints.supervision, spec.name, "aggregator")
         log.info("journal %s; metrics on %s", spec.journal, metrics_url)
         sup.ready(metrics_url=metrics_url)
         _serve(
             router,
             sup,
-            _Intake(router, journal, figures, order, counters, log, processes),
+            _Intake(router, journal, figures, order, counters, log, processes, risk),
             counters,
             stop,
         )
         log.info("aggregator stopping after %d events journaled", counters.journaled)
         return 0
     finally:
+        if risk is not None:
+            risk.close()
         close_all(router, sup.socket if sup else None)
         if security is not None:
             security.close()
@@ -110,7 +123,9 @@ class _Intake:
         counters: AggregatorCounters,
         log: logging.Logger,
         processes: ProcessTable,
+        risk: RiskService | None = None,
     ) -> None:
+        self._risk = risk
         self._router = router
         self._order = order
         self._processes = processes
@@ -149,6 +164,9 @@ class _Intake:
             case Hello():
                 self.commit()  # so the reply reflects everything received before it
                 self._order.settle(message.strategy_id)
+                if self._risk is not None:
+                    pending = self._figures.get(message.strategy_id).pending_orders
+                    self._risk.settle(message.strategy_id, set(pending))
                 self._welcome(identity, message)
             case ProcessFigures():
                 self._processes.update(message.rows, message.rejects)
@@ -195,6 +213,34 @@ class _Intake:
             fig.account,
         )
         _reply(self._router, identity, welcome)
+
+
+class _Folds:
+    """Where journaled events are folded in, in seq order: the figures, and the risk book
+    when there is a risk gate."""
+
+    def __init__(self, figures: Figures) -> None:
+        self.figures = figures
+        self.risk: RiskService | None = None
+
+    def apply(self, event: Event) -> None:
+        self.figures.apply(event)
+        if self.risk is not None:
+            self.risk.apply(event)
+
+
+def _risk_service(spec: AggregatorSpec, security: Security, log: logging.Logger) -> RiskService:
+    assert spec.risk is not None
+    halt_file = Path(spec.kill_switch_file or Path(spec.journal).with_name("halt.json"))
+    return RiskService(
+        spec.risk,
+        security,
+        bind=spec.endpoints.bind("risk"),
+        control=spec.endpoints.control,
+        halt_file=halt_file,
+        state_file=halt_file.with_name("risk.json"),
+        log=log,
+    )
 
 
 def _serve(

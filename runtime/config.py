@@ -17,6 +17,7 @@ import msgspec
 from broker.csv_source import CsvError, read_candles
 from broker.resample import can_resample, timeframe_ms
 from runtime.restart_policy import RestartSettings
+from runtime.risk_config import LIMIT_KEYS, RiskConfig
 from runtime.secrets import SecretRef, problem
 from workers.indicators import IndicatorSpec
 from workers.loader import StrategyLoadError, add_plugin_paths, load_strategy_class
@@ -346,6 +347,7 @@ class Config(_Section, kw_only=True, frozen=True):
     strategies: Annotated[list[StrategyConfig], msgspec.Meta(min_length=1)]
     source: str = ""
     defaults: dict[str, Any] = {}  # the raw [defaults] table, merged under added strategies
+    risk: RiskConfig | None = None  # no [risk] table: no pre-trade check
 
 
 def load_config(path: str | Path) -> Config:
@@ -366,7 +368,7 @@ def _read_toml(file: Path) -> dict[str, Any]:
 
 
 def _validate(raw: dict[str, Any], file: Path) -> Config:
-    known = {"runtime", "broker", "aggregator", "defaults", "strategies"}
+    known = {"runtime", "broker", "aggregator", "defaults", "strategies", "risk"}
     for key in raw:
         if key not in known:
             raise ConfigError(
@@ -392,8 +394,18 @@ def _validate(raw: dict[str, Any], file: Path) -> Config:
         strategies=strategies,
         source=str(file),
         defaults=defaults_raw,
+        risk=_risk(raw, file),
     )
     return _check(config, file)
+
+
+def _risk(raw: dict[str, Any], file: Path) -> RiskConfig | None:
+    if "risk" not in raw:
+        return None
+    risk = _convert(raw["risk"], RiskConfig, file, "risk")
+    if not risk.any_limit():
+        raise ConfigError(file, "risk", f"set at least one limit ({', '.join(LIMIT_KEYS)})")
+    return risk
 
 
 def _convert_strategy(raw: dict[str, Any], file: Path, key: str) -> StrategyConfig:
@@ -478,7 +490,7 @@ def _check(config: Config, file: Path) -> Config:
     return msgspec.structs.replace(config, runtime=runtime, broker=broker)
 
 
-_LINKS = ("market_data", "events", "supervision", "control", "lifecycle")
+_LINKS = ("market_data", "events", "supervision", "control", "lifecycle", "risk")
 
 
 def _check_connect(runtime: RuntimeConfig, file: Path) -> None:

@@ -228,6 +228,8 @@ class Manager:
                     endpoints=self.endpoints,
                     aggregator=self.config.aggregator,
                     journal=str(self.run_dir.journal),
+                    risk=self.config.risk,
+                    kill_switch_file=str(self.run_dir.root / "halt.json"),
                 ),
             ),
             (
@@ -260,6 +262,7 @@ class Manager:
             feed_stale_after_s=self.config.broker.stale_after_s,
             max_unacked_events=strategy.max_unacked_events,
             kill_switch_file=str(self.run_dir.root / "halt.json"),
+            risk_timeout_ms=self.config.risk.timeout_ms if self.config.risk else 0.0,
         )
 
     def _declare(self, role: Role, spec: ChildSpec) -> ChildProcess:
@@ -543,9 +546,11 @@ class Manager:
     def _on_halt(self, identity: bytes, request: HaltRequest) -> OkReply:
         """The kill switch: saved first (it must outlive any crash), then told to every
         running worker; ``stratrun halt`` waits for their confirmations in ``ps``."""
-        self.kill_switch.engage(request.flatten, "stratrun halt")
-        told = self._tell_workers(Halt(request.flatten, "stratrun halt"))
-        self._say(f"  trading halted{' (flatten)' if request.flatten else ''}: {told} workers told")
+        reason = request.reason or "stratrun halt"
+        self.kill_switch.engage(request.flatten, reason)
+        told = self._tell_workers(Halt(request.flatten, reason))
+        flatten = " (flatten)" if request.flatten else ""
+        self._say(f"  trading halted{flatten} ({reason}): {told} workers told")
         return OkReply(request.req_id, f"halt sent to {told} workers")
 
     def _on_resume_trading(self, identity: bytes, request: ResumeTradingRequest) -> OkReply:

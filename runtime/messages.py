@@ -807,10 +807,12 @@ class ReloadRequest(_Wire, tag="reload", frozen=True):
 
 
 class HaltRequest(_Wire, tag="halt", frozen=True):
-    """The kill switch for every strategy (kept across restarts until lifted)."""
+    """The kill switch for every strategy (kept across restarts until lifted); ``reason``
+    is empty from ``stratrun halt``, ``daily loss limit`` from the risk gate."""
 
     req_id: int
     flatten: bool = False
+    reason: str = ""
 
 
 class ResumeTradingRequest(_Wire, tag="resume_trading", frozen=True):

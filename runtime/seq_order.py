@@ -14,18 +14,24 @@ does not wait for them again.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
-from runtime.figures import Figures
 from runtime.journal import Journal
 from runtime.messages import Event
 
-__all__ = ["SeqOrder"]
+__all__ = ["Fold", "SeqOrder"]
+
+
+class Fold(Protocol):
+    """What events are folded into (the figures, and the risk book with them)."""
+
+    def apply(self, event: Event) -> None: ...
 
 
 class SeqOrder:
     """Per strategy: the seq up to which the journal has every event, and what is held."""
 
-    def __init__(self, journal: Journal, figures: Figures, log: logging.Logger) -> None:
+    def __init__(self, journal: Journal, figures: Fold, log: logging.Logger) -> None:
         self._journal = journal
         self._figures = figures
         self._log = log

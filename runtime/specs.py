@@ -19,6 +19,7 @@ from runtime.config import (
     RuntimeConfig,
     StrategyConfig,
 )
+from runtime.risk_config import RiskConfig
 from runtime.rundir import RunDir
 
 __all__ = [
@@ -52,6 +53,7 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     history: str = ""
     binds: dict[str, str] = {}
     keys_dir: str = ""
+    risk: str = ""
 
     def bind(self, link: str) -> str:
         """Where the server of ``link`` binds."""
@@ -87,6 +89,8 @@ class AggregatorSpec(_Spec, frozen=True):
 
     aggregator: AggregatorConfig
     journal: str
+    risk: RiskConfig | None = None  # the risk gate's limits; None: no risk service
+    kill_switch_file: str = ""
 
 
 class WorkerSpec(_Spec, frozen=True):
@@ -100,6 +104,7 @@ class WorkerSpec(_Spec, frozen=True):
     feed_stale_after_s: float = 5.0
     max_unacked_events: int = 100_000
     kill_switch_file: str = ""
+    risk_timeout_ms: float = 0.0  # > 0: ask the risk service before every opening order
 
 
 ChildSpec = BrokerSpec | AggregatorSpec | WorkerSpec
@@ -112,6 +117,7 @@ LINKS = {
     "control": 3,
     "lifecycle": 4,
     "history": 5,
+    "risk": 6,
 }
 
 

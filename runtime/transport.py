@@ -37,6 +37,7 @@ MAX_BYTES: dict[str, int] = {
     "control": 64 << 10,  # requests are a name or a path (replies go the other way)
     "control_reply": 16 << 20,  # ps of a large system, on the CLI's side
     "lifecycle": 64 << 10,
+    "risk": 4 << 10,  # one check or verdict: a few ids and numbers
 }
 
 

@@ -1,11 +1,11 @@
 """Fuzz every socket of a running system with seeded random and mutated frames.
 
-Targets: the aggregator's events ROUTER, the broker's history ROUTER, the manager's control
-and supervision ROUTERs, the broker's market-data XPUB (what a subscriber sends upstream)
-and, through a relay the
-workers connect to (``[runtime] connect.market_data``), forged frames published to every
-worker. Only frames the protocol must refuse are sent (a generated frame that happens to be
-valid, like a real ``down`` request, is drawn again), so every frame sent must show up in
+Targets: the aggregator's events and risk ROUTERs, the broker's history ROUTER, the
+manager's control and supervision ROUTERs, the broker's market-data XPUB (what a subscriber
+sends upstream) and, through a relay the workers connect to
+(``[runtime] connect.market_data``), forged frames published to every worker. Only frames
+the protocol must refuse are sent (a generated frame that happens to be valid, like a real
+``down`` request, is drawn again), so every frame sent must show up in
 ``stratrun_frames_rejected_total`` of the process that received it (a forged candle whose
 seq a worker has already seen is dropped as a repeat and counted in
 ``stratrun_candles_duplicate_total``). No process may die, and every strategy must keep
@@ -54,6 +54,7 @@ from runtime.messages import (
     StrictDecoder,
     candle_topic,
 )
+from runtime.risk_messages import RISK_REQUEST_DECODER, RiskCheck
 from runtime.transport import MAX_FRAME_BYTES
 from tests.harness import RunningSystem, eth_system, fetch, sma_strategy, wait_until, write_config
 
@@ -207,6 +208,19 @@ def control_frame(rng: random.Random) -> Frames | None:
     return frames
 
 
+RISK_SAMPLES = [
+    ENCODER.encode(RiskCheck(1, "s1", "s1-900", "ETH-BTC", "buy", 0.1, 0.1)),
+    ENCODER.encode(RiskCheck(2, "s2", "s2-900", "ETH-BTC", "sell", 5.0)),
+]
+
+
+def risk_frame(rng: random.Random) -> Frames | None:
+    frames = _frames(rng, _mutate(rng, rng.choice(RISK_SAMPLES)), 1)
+    if len(frames) == 1 and _decodes(RISK_REQUEST_DECODER, frames[0]) is not None:
+        return None  # a well-formed check is answered (and may reserve), not refused
+    return frames
+
+
 SUPERVISION_SAMPLES = [
     ENCODER.encode(ChildReady("s1", "worker", 1)),
     ENCODER.encode(ChildHeartbeat("broker", candles=5)),
@@ -281,6 +295,13 @@ TARGETS = [
         (("manager", "supervision"),),
         endpoint=lambda s: s.run_dir.endpoint("supervision"),
         identity=b"fuzz-not-a-child",
+    ),
+    Target(
+        "risk ROUTER (aggregator)",
+        10_000,
+        risk_frame,
+        (("aggregator", "risk"),),
+        endpoint=lambda s: s.run_dir.endpoint("risk"),
     ),
     Target(
         "market-data XPUB upstream (broker)",
@@ -404,6 +425,7 @@ def _by_socket(counts: Counter[tuple[str, str, str]]) -> Counter[tuple[str, str]
 def system(tmp_path: Path) -> Iterator[tuple[RunningSystem, Relay]]:
     relay_address = f"ipc://{tmp_path}/relay"
     head = eth_system(speed=3000, runtime=f'connect = {{ market_data = "{relay_address}" }}')
+    head += "\n[risk]\nmax_open_orders = 1000\n"  # so that the risk ROUTER is there too
     body = head + "".join(sma_strategy(sid, 5 + i, 20 + i) for i, sid in enumerate(STRATEGIES))
     config = write_config(tmp_path / "fuzz.toml", body)
     ctx: zmq.Context[Any] = zmq.Context()

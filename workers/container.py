@@ -23,6 +23,7 @@ from workers.services.gate import MultiTimeframeGate
 from workers.services.indicator_registry import IndicatorRegistry
 from workers.services.ledger import LedgerService
 from workers.services.positions import PositionLifecycleService, PositionState
+from workers.services.risk_gate import RiskGate
 from workers.strategy import PositionView
 
 __all__ = ["ContainerClosed", "StrategyServiceContainer"]
@@ -53,6 +54,7 @@ class StrategyServiceContainer:
     ledger: LedgerService
     on_close: list[Callable[[], None]] = field(default_factory=list)
     closed: bool = False
+    risk: RiskGate | None = None  # the pre-trade check, when the config has [risk] limits
 
     # -- what a strategy sees (StrategyContext) -----------------------------------------
 
@@ -129,11 +131,26 @@ class StrategyServiceContainer:
                     side = "buy" if action.side == "long" else "sell"
                     execution = self.config.execution
                     fraction = execution.equity_fraction if execution.sizing == "equity" else 0.0
+                    if self.risk is not None and not self._risk_allows(action, side, fraction):
+                        continue
                     order_id = self.execution.submit(
                         action.symbol, side, action.quantity, action.reason, fraction
                     )
                     self.positions.entry_sent(action.symbol, action.side, action.quantity, order_id)
         return len(actions)
+
+    def _risk_allows(self, action: OpenPosition, side: Side, fraction: float) -> bool:
+        """Ask the risk gate; a refused order is reported as rejected, with the reason."""
+        assert self.risk is not None
+        cash = fraction * self.positions.free_cash() if fraction else 0.0
+        quantity = 0.0 if fraction else action.quantity
+        order_id = self.execution.next_order_id
+        reason = self.risk.check(order_id, action.symbol, side, quantity, cash)
+        if not reason:
+            return True
+        self.execution.refuse(action.symbol, side, quantity, reason)
+        self.logger.info("order %s on %s refused: %s", order_id, action.symbol, reason)
+        return False
 
     def close(self) -> None:
         """Release every service; callbacks (the worker's unsubscribe) run once."""

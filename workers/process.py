@@ -45,6 +45,7 @@ from runtime.messages import (
     Pause,
     Resume,
     ResumeTrading,
+    Side,
     Stats,
     SupervisionDown,
     Welcome,
@@ -58,7 +59,9 @@ from workers.history_client import HistoryClient, HistoryUnavailable
 from workers.latency import LatencyCounts
 from workers.loader import add_plugin_paths
 from workers.outbox import Outbox
+from workers.risk_client import UNAVAILABLE, RiskClient
 from workers.runner import StrategyRunner
+from workers.services.risk_gate import RiskGate
 from workers.spill import SpillFile
 
 __all__ = ["main"]
@@ -138,6 +141,15 @@ class _Worker:
             sockets.append(history)
         self.sup = SupervisionLink(security, spec.endpoints.supervision, spec.name, "worker")
         sockets.append(self.sup.socket)
+        self.risk: RiskGate | None = None
+        if spec.risk_timeout_ms > 0 and spec.endpoints.risk:
+            client = RiskClient(
+                security, spec.endpoints.risk, self.sid, spec.risk_timeout_ms, self.rejects
+            )
+            sockets.append(client.socket)
+            self.risk = RiskGate(client.ask)
+        elif spec.risk_timeout_ms > 0:
+            self.risk = RiskGate(_no_risk_service)  # limits but nowhere to ask: fail closed
         streams = spec.strategy.streams
         # topic frame -> (symbol, timeframe, stream key): checked against each candle's fields
         self.topics = {candle_topic(*s.split("|")): (*s.split("|"), s) for s in streams}
@@ -184,6 +196,7 @@ class _Worker:
             max_unacked=self.spec.max_unacked_events,
         )
         self.runner = StrategyRunner(self.spec.strategy, outbox)
+        self.runner.container.risk = self.risk
         self.runner.restore(
             welcome.open_positions,
             welcome.realized_pnl,
@@ -299,6 +312,8 @@ class _Worker:
                 self.acted_until[stream] = cursor[stream]
         key = _replay_order(order)
         for candle in sorted(warm, key=key):
+            if self.risk is not None:
+                self.risk.seen(candle)
             self.runner.warm(candle)
             self._beat()
         for candle in sorted(catch_up, key=key):
@@ -561,11 +576,15 @@ class _Worker:
             # An earlier worker of this strategy acted on it (it is behind the journal's
             # cursor) but the broker, restarted, had not sent it again by warm-up: warm on
             # it now; acting again would repeat its orders.
+            if self.risk is not None:
+                self.risk.seen(candle)
             runner.warm(candle)
             self.seqs.last[stream] = candle.seq
             self.last_open_time[stream] = candle.open_time
             self._beat()
             return
+        if self.risk is not None:
+            self.risk.seen(candle)
         runner.on_candle(candle)
         self.seqs.last[stream] = candle.seq
         self.last_open_time[stream] = candle.open_time
@@ -700,6 +719,10 @@ class _Counts:
 
     def any(self) -> bool:
         return any(vars(self).values())
+
+
+def _no_risk_service(order_id: str, symbol: str, side: Side, notional: float, price: float) -> str:
+    return UNAVAILABLE
 
 
 def _replay_order(streams: list[str]) -> Any:

@@ -88,6 +88,19 @@ class PaperExecution:
             self._emit(OrderSubmitted(order_id, symbol, side, quantity, reason))
         return order_id
 
+    @property
+    def next_order_id(self) -> str:
+        """The id the next order will carry (a pre-trade check is asked about it first)."""
+        return client_order_id(self._strategy_id, self._next_order_number)
+
+    def refuse(self, symbol: str, side: Side, quantity: float, reason: str) -> str:
+        """An order refused before it was sent (the risk gate): it takes the next id and is
+        reported as rejected; returns that id."""
+        order_id = self.next_order_id
+        self._next_order_number += 1
+        self._emit(OrderRejected(order_id, symbol, side, quantity, reason))
+        return order_id
+
     def cancel(self, order_id: str) -> bool:
         """Withdraw a pending order (the kill switch); True if it was pending."""
         kept = [o for o in self._pending if o.order_id != order_id]

@@ -243,7 +243,7 @@ def test_the_risk_link_over_tcp_is_curve_secured(tmp_path: Path) -> None:
         timeout=30,
     )
     assert made.returncode == 0, made.stderr
-    base = _free_port_base(7)
+    base = _free_port_base()
     runtime = f'transport = "tcp"\nkeys_dir = "{keys}"\ntcp = {{ port_base = {base} }}'
     body = eth_system(speed=3000, runtime=runtime) + "\n[risk]\nmax_open_orders = 10\n"
     system = TcpSystem(write_config(tmp_path / "tcp.toml", body + _flip("flip")), tmp_path / "run")

@@ -29,13 +29,15 @@ from runtime.messages import (
     candle_topic,
 )
 from runtime.security import CurveKeys
+from runtime.specs import LINKS
 from tests.harness import REPO, RunningSystem, eth_system, fetch, sma_strategy, wait_until
 
 NOTHING_WITHIN_MS = 1500  # how long an unauthorised client listens for a reply that must not come
 
 
-def _free_port_base(count: int = 5) -> int:
-    """A base port with ``count`` free ports after it (checked by binding each)."""
+def _free_port_base(count: int = max(LINKS.values()) + 1) -> int:
+    """A base port with ``count`` free ports after it (checked by binding each); by default
+    as many as the links use."""
     rng = random.Random()
     for _ in range(50):
         base = rng.randrange(20_000, 60_000)

@@ -30,6 +30,7 @@ from broker.resample import timeframe_ms
 from runtime.child import StopFlag, SupervisionLink, child_security, name_process, setup_logging
 from runtime.killswitch import KillSwitch
 from runtime.messages import (
+    CANDLE_BATCH_DECODER,
     CANDLE_DECODER,
     EVENTS_DOWN_DECODER,
     FEED_HEARTBEAT_DECODER,
@@ -48,6 +49,7 @@ from runtime.messages import (
     Stats,
     SupervisionDown,
     Welcome,
+    candle_batch_topic,
     candle_topic,
 )
 from runtime.security import KeysError, Security
@@ -141,6 +143,11 @@ class _Worker:
         streams = spec.strategy.streams
         # topic frame -> (symbol, timeframe, stream key): checked against each candle's fields
         self.topics = {candle_topic(*s.split("|")): (*s.split("|"), s) for s in streams}
+        # the same for frames of several candles in a row (taken by the same subscriptions)
+        self.batch_topics = {candle_batch_topic(*s.split("|")): (*s.split("|"), s) for s in streams}
+        # While a batch frame is used: 0, then the publish time of its first live candle
+        # (its events go out as one EventBatch at the end of the frame); -1 otherwise.
+        self.batch_publish_ns = -1
         self.seqs = StreamSeqs(streams)
         self.epoch = ""
         self.feed = FeedHealth(spec.feed_stale_after_s, time.monotonic())
@@ -439,7 +446,11 @@ class _Worker:
             return
         expected = self.topics.get(topic)
         if expected is None:
-            self.rejects.add("market_data", "topic")
+            batch = self.batch_topics.get(topic)
+            if batch is None:
+                self.rejects.add("market_data", "topic")
+            else:
+                self._on_candle_batch(batch, payload)
             return
         try:
             candle = CANDLE_DECODER.decode(payload)  # also refuses NaN, inf, <= 0, high < low
@@ -451,6 +462,31 @@ class _Worker:
             self.rejects.add("market_data", "topic_mismatch")
             return
         self._arrived(stream, candle)
+
+    def _on_candle_batch(self, expected: tuple[str, ...], payload: bytes) -> None:
+        """Several candles of one stream in a row: each goes through the same checks and
+        the strategy as a candle received alone; their events go out as one batch, with the
+        cursor after the last (journaled all or none, as one candle's are)."""
+        try:
+            candles = CANDLE_BATCH_DECODER.decode(payload)  # each candle checked as alone
+        except msgspec.DecodeError:
+            self.rejects.add("market_data", "decode")
+            return
+        symbol, timeframe, stream = expected
+        for candle in candles:
+            if candle.symbol != symbol or candle.timeframe != timeframe:
+                self.rejects.add("market_data", "topic_mismatch")
+                return
+        self.batch_publish_ns = 0
+        try:
+            arrived = self._arrived
+            for candle in candles:
+                arrived(stream, candle)
+        finally:
+            first_ns, self.batch_publish_ns = self.batch_publish_ns, -1
+            outbox = self.runner.outbox if self.runner is not None else None
+            if outbox is not None and outbox.flush(self.seqs.last, self.epoch) and first_ns:
+                self.awaiting_ack.append((outbox.last_seq, first_ns))
 
     def feed_heard(self) -> None:
         silent = self.feed.heard(time.monotonic())
@@ -572,6 +608,10 @@ class _Worker:
             lag = (time.time_ns() - candle.publish_ns) / 1e9
             self.latency.add(lag)
             self.lag_s = lag
+        if self.batch_publish_ns >= 0:  # in a batch frame: its events go out at its end
+            if live and not self.batch_publish_ns:
+                self.batch_publish_ns = candle.publish_ns
+        elif live and candle.publish_ns:
             if runner.outbox.flush(self.seqs.last, self.epoch):
                 self.awaiting_ack.append((runner.outbox.last_seq, candle.publish_ns))
         else:

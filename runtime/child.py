@@ -152,6 +152,11 @@ class SupervisionLink:
     def heartbeat_due(self, now: float) -> bool:
         return now >= self._next_heartbeat
 
+    @property
+    def next_heartbeat(self) -> float:
+        """When the next heartbeat is due (``time.monotonic()`` clock)."""
+        return self._next_heartbeat
+
     def heartbeat(self, now: float, beat: ChildHeartbeat) -> None:
         """Send the child's figures; never blocks (dropped while the manager is away)."""
         self._next_heartbeat = now + self.HEARTBEAT_INTERVAL_S

@@ -278,12 +278,14 @@ def test_a_batch_frame_is_checked_and_used_candle_by_candle_its_events_in_one_ba
     w.pub.send_multipart([topic, b"\xc1 not msgpack"])
     w.pub.send_multipart([topic, ENCODER.encode([candles[0], other])])  # not all this stream's
     w.pub.send_multipart([topic, ENCODER.encode(candles[:4])])
-    w.pub.send_multipart([topic, ENCODER.encode(candles[6:])])  # 5 and 6 lost on the way
+    # 3 and 4 again (a resumed broker), then 5 and 6 lost on the way
+    w.pub.send_multipart([topic, ENCODER.encode(candles[2:4] + candles[6:])])
     w.pump_events(lambda _: _stats_total(w, "candles") == 12)
     seen = [int(e.body.message) for e in w.received if isinstance(e.body, Log)]
     assert seen == list(range(1, 13)), "each candle once, in seq order, the hole filled first"
     assert _stats_total(w, "frames_rejected") == 2
     assert (_stats_total(w, "gaps"), _stats_total(w, "candles_backfilled")) == (1, 2)
+    assert _stats_total(w, "candles_duplicate") == 2
     # One EventBatch per frame: a frame's candles are journaled all or none, with the cursor
     # after its last candle.
     decided = [

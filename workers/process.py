@@ -498,14 +498,45 @@ class _Worker:
                 return
         self.batch_publish_ns = 0
         try:
-            arrived = self._arrived
-            for candle in candles:
-                arrived(stream, candle)
+            self._use_in_order(stream, candles)
         finally:
             first_ns, self.batch_publish_ns = self.batch_publish_ns, -1
             outbox = self.runner.outbox if self.runner is not None else None
             if outbox is not None and outbox.flush(self.seqs.last, self.epoch) and first_ns:
                 self.awaiting_ack.append((outbox.last_seq, first_ns))
+
+    def _use_in_order(self, stream: str, candles: list[Candle]) -> None:
+        """A batch frame's candles. One that simply follows the last (the usual case) goes
+        straight to the strategy: :meth:`_arrived` then :meth:`_use` written out, per candle
+        of a speed-0 replay. Any other (a repeat, a hole, a stream held for backfill, an older
+        open time, a candle an earlier worker acted on) takes the general path."""
+        runner = self.runner
+        assert runner is not None
+        last_seq, last_time = self.seqs.last, self.last_open_time
+        on_candle, add_latency, arrived = runner.on_candle, self.latency.add, self._arrived
+        acted = self.acted_until.get(stream, 0)
+        lag = -1.0
+        for candle in candles:
+            seq = candle.seq
+            if (
+                self.held
+                or seq != last_seq[stream] + 1
+                or seq <= acted
+                or candle.open_time <= last_time.get(stream, -1)
+            ):
+                arrived(stream, candle)
+                continue
+            on_candle(candle)
+            last_seq[stream] = seq
+            last_time[stream] = candle.open_time
+            if candle.publish_ns:
+                lag = (time.time_ns() - candle.publish_ns) / 1e9
+                add_latency(lag)
+                if not self.batch_publish_ns:
+                    self.batch_publish_ns = candle.publish_ns
+        if lag >= 0.0:
+            self.lag_s = lag
+        self._beat()
 
     def feed_heard(self) -> None:
         silent = self.feed.heard(time.monotonic())

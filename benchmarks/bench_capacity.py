@@ -42,6 +42,13 @@ _BUCKET = re.compile(
 
 
 SYMBOLS = ["ETH-BTC", "LTC-BTC", "ADA-BTC", "DASH-BTC", "TRX-BTC", "XLM-BTC", "XMR-BTC", "ZEC-BTC"]
+# Eight 5m pairs are bundled; streams 9 and 10 replay two of them again under other names
+# (same candles, same times: for the broker and the workers they are two more streams).
+SYMBOLS += ["ETH-BTC.2", "LTC-BTC.2"]
+
+
+def _data_file(symbol: str) -> Path:
+    return DATA / f"{symbol.removesuffix('.2')}-5m.csv"
 
 
 def config(workers: int, speed: float, symbols: int = 2) -> str:
@@ -57,7 +64,7 @@ timeframe = "5m"
     for symbol in SYMBOLS[:symbols]:
         text += (
             f'\n[[broker.feeds]]\nsymbol = "{symbol}"\ntimeframe = "5m"\n'
-            f'path = "{DATA / f"{symbol}-5m.csv"}"\n'
+            f'path = "{_data_file(symbol)}"\n'
         )
     for i in range(workers):
         symbol = SYMBOLS[i % symbols]

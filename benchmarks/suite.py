@@ -4,7 +4,7 @@ Measures, on this machine and in this run: the floor (benchmarks/floor.py: bare 
 throughput into 1 and 10 subscribers, one-way latency, child start time and idle USS), then
 stratrun (broker -> worker decision -> journal throughput with 1, 10 and 100 workers;
 publish -> decision latency one candle at a time; spawn -> ready and warm-up time;
-pause/resume; idle worker memory; 100 strategies on 8 symbols at 1 candle/s each), and prints
+pause/resume; idle worker memory; 100 strategies on 10 symbols at 1 candle/s each), and prints
 each figure with its ratio to the floor and the issue's target. Writes the raw numbers to
 ``benchmarks/results/<UTC time>.json``; ``--record`` also appends a section to RESULTS.md.
 
@@ -204,7 +204,7 @@ def main() -> None:
         100,
         300.0,
         10.0 if quick else 20.0,
-        8,
+        10,
     )
 
     one_way = raw_paced["one_way_us"]
@@ -285,7 +285,7 @@ def main() -> None:
             "< 10",
         ),
         _row(
-            "100 strategies, 8 symbols x 1 candle/s: p99 bucket (ms)",
+            "100 strategies, 10 symbols x 1 candle/s: p99 bucket (ms)",
             "-",
             f"<= {cap['p99_bucket'] * 1000:g}, worst worker <= {cap['worst_p99_bucket'] * 1000:g}"
             f"; gaps {cap['gaps']:.0f}, lost {cap['missed']:.0f}",

@@ -35,7 +35,10 @@ from runtime.transport import close_all, send_to_peer
 
 __all__ = ["main"]
 
-_BATCH = 2000  # events read before one commit, so a flood cannot starve acknowledgements
+# At most this many messages, and about this many events, read before one commit: a flood
+# (frames of many candles' events, from many workers) cannot starve acknowledgements or the
+# heartbeat, even with the aggregator getting a small share of a busy machine.
+_BATCH = 2000
 _IDLE_POLL_MS = 200
 
 
@@ -171,6 +174,11 @@ class _Intake:
             case ProcessFigures():
                 self._processes.update(message.rows, message.rejects)
 
+    @property
+    def pending(self) -> int:
+        """Events received and not yet committed."""
+        return len(self._pending)
+
     def commit(self) -> None:
         """Journal the batch in one transaction, then acknowledge it (duplicates included)."""
         began = time.perf_counter()
@@ -262,6 +270,8 @@ def _serve(
                 try:
                     intake.receive(router.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
+                    break
+                if intake.pending >= _BATCH:
                     break
             intake.commit()
         now = time.monotonic()

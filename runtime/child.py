@@ -70,6 +70,12 @@ def setup_logging(
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(process))
+    # Nothing in a LogLine needs the caller's file and line, the thread or the process
+    # name: not looking them up for every record takes ~30% off a line (the "Optimization"
+    # section of the logging HOWTO).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in root.handlers[:]:  # a forked worker inherits the zygote's handlers
         root.removeHandler(old)
@@ -145,6 +151,11 @@ class SupervisionLink:
 
     def heartbeat_due(self, now: float) -> bool:
         return now >= self._next_heartbeat
+
+    @property
+    def next_heartbeat(self) -> float:
+        """When the next heartbeat is due (``time.monotonic()`` clock)."""
+        return self._next_heartbeat
 
     def heartbeat(self, now: float, beat: ChildHeartbeat) -> None:
         """Send the child's figures; never blocks (dropped while the manager is away)."""

@@ -53,6 +53,21 @@ ON CONFLICT (strategy_id, stream) DO UPDATE SET
 """
 
 
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (strategy_id, seq, ts_ns, kind, body) VALUES (?, ?, ?, ?, ?)"
+)
+_encode_body = EVENT_BODY_JSON_ENCODER.encode
+_KINDS: dict[type, str] = {}  # body type -> its tag
+
+
+def _kind(event: Event) -> str:
+    body_type = type(event.body)
+    kind = _KINDS.get(body_type)
+    if kind is None:
+        kind = _KINDS[body_type] = str(body_type.__struct_config__.tag)
+    return kind
+
+
 class Journal:
     """Append-only store of events; :meth:`append` ignores an event it already holds."""
 
@@ -66,26 +81,25 @@ class Journal:
     def append(self, events: Sequence[Event], batches: Sequence[EventBatch] = ()) -> list[Event]:
         """Write ``events`` and the cursors of ``batches`` in one transaction; returns the
         events that were not already there."""
-        inserted: list[Event] = []
         if not events and not batches:
-            return inserted
+            return []
+        rows = [
+            (e.strategy_id, e.seq, e.ts_ns, _kind(e), _encode_body(e.body).decode()) for e in events
+        ]
         db = self._db
         db.execute("BEGIN")
         try:
-            for event in events:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO events (strategy_id, seq, ts_ns, kind, body) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (
-                        event.strategy_id,
-                        event.seq,
-                        event.ts_ns,
-                        type(event.body).__struct_config__.tag,
-                        EVENT_BODY_JSON_ENCODER.encode(event.body).decode(),
-                    ),
-                )
-                if cursor.rowcount == 1:
-                    inserted.append(event)
+            # One statement for all: the usual case, where none of them is there yet.
+            if db.executemany(_INSERT_EVENT, rows).rowcount == len(rows):
+                inserted = list(events)
+            else:  # some were (a resend): find out which, one by one
+                db.execute("ROLLBACK")
+                db.execute("BEGIN")
+                inserted = [
+                    e
+                    for e, row in zip(events, rows, strict=True)
+                    if db.execute(_INSERT_EVENT, row).rowcount == 1
+                ]
             for batch in batches:
                 if not batch.cursor:
                     continue

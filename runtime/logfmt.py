@@ -81,11 +81,18 @@ def decode_line(text: str | bytes) -> LogLine:
     return _DECODER.decode(text)
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted
+
+
 def format_ts(seconds: float) -> str:
     """``seconds`` since the epoch as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
     whole = int(seconds)
     millis = int((seconds - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    cached, text = _last_second[0]
+    if cached != whole:  # lines come in bursts within one second: format it once
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second[0] = (whole, text)
+    return f"{text}.{millis:03d}Z"
 
 
 def level_number(level: str) -> int:

@@ -14,6 +14,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 import msgspec
 
 __all__ = [
+    "CANDLE_BATCH_DECODER",
     "CANDLE_DECODER",
     "CONTROL_REPLY_DECODER",
     "CONTROL_REQUEST_DECODER",
@@ -94,6 +95,7 @@ __all__ = [
     "SupervisionDown",
     "SupervisionUp",
     "Welcome",
+    "candle_batch_topic",
     "candle_topic",
     "lifecycle_topic",
     "parse_candle_topic",
@@ -124,6 +126,17 @@ def candle_topic(symbol: str, timeframe: str) -> bytes:
     The trailing ``|`` keeps prefix matching exact: ``c|ETH|5m|`` does not match ``c|ETH|5m0``.
     """
     return f"c|{symbol}|{timeframe}|".encode()
+
+
+def candle_batch_topic(symbol: str, timeframe: str) -> bytes:
+    """The topic of a frame holding several candles of one stream in a row (a MessagePack
+    list of candles, oldest first): ``c|SYMBOL|TIMEFRAME|*``.
+
+    The broker sends one when several candles of a stream are due at once (speed 0, or a
+    replay behind its schedule); a candle on time goes alone under :func:`candle_topic`. It
+    starts with the stream's topic, so the stream's subscription takes both.
+    """
+    return candle_topic(symbol, timeframe) + b"*"
 
 
 def parse_candle_topic(topic: bytes) -> tuple[str, str] | None:
@@ -914,6 +927,7 @@ class StrictDecoder(Generic[_T]):
 # One encoder for everything and one strict decoder per socket direction, built once.
 ENCODER = msgspec.msgpack.Encoder()
 CANDLE_DECODER = StrictDecoder(msgspec.msgpack.Decoder(Candle))
+CANDLE_BATCH_DECODER = StrictDecoder(msgspec.msgpack.Decoder(list[Candle]))
 FEED_HEARTBEAT_DECODER = StrictDecoder(msgspec.msgpack.Decoder(FeedHeartbeat))
 EVENTS_UP_DECODER = StrictDecoder(msgspec.msgpack.Decoder(EventsUp))
 EVENTS_DOWN_DECODER = StrictDecoder(msgspec.msgpack.Decoder(EventsDown))

@@ -112,3 +112,12 @@ def test_render_is_ts_level_logger_message_then_the_traceback() -> None:
     assert "\x1b[" in coloured and "it broke" in coloured
     # Raw output is shown as it was written.
     assert render(_line("", "ERROR", "x"), raw="  File 'a.py', line 3") == "  File 'a.py', line 3"
+
+
+def test_format_ts_is_right_across_seconds_in_any_order() -> None:
+    # it keeps the last second formatted: each call must still stand alone
+    assert format_ts(1_764_000_000.5) == "2025-11-24T16:00:00.500Z"
+    assert format_ts(1_764_000_000.25) == "2025-11-24T16:00:00.250Z"
+    assert format_ts(1_764_000_001.0) == "2025-11-24T16:00:01.000Z"
+    assert format_ts(1_764_000_000.999) == "2025-11-24T16:00:00.999Z"
+    assert format_ts(0.0) == "1970-01-01T00:00:00.000Z"

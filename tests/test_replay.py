@@ -255,3 +255,49 @@ def test_speed_zero_is_always_due(eth_rows: list[Row]) -> None:
         assert replay.seconds_until_next(0.0) == 0.0
     replay.advance()
     assert replay.seconds_until_next(0.0) == math.inf
+
+
+def _drain_runs(replay: Replay, limit: int) -> list[list[Candle]]:
+    runs: list[list[Candle]] = []
+    while not replay.finished:
+        count = replay.run_length(0.0, limit)
+        run = replay.peek_run(count)
+        assert len(run) == count >= 1
+        runs.append(run)
+        replay.advance(count)
+    return runs
+
+
+def test_runs_at_speed_zero_are_the_candles_one_by_one(
+    eth_rows: list[Row], ltc_rows: list[Row]
+) -> None:
+    streams = [
+        Stream("ETH-BTC", "5m", eth_rows[:300]),
+        Stream("LTC-BTC", "5m", ltc_rows[100:400:3]),
+    ]
+    one_by_one = _drain(Replay(streams, speed=0))
+    streams = [
+        Stream("ETH-BTC", "5m", eth_rows[:300]),
+        Stream("LTC-BTC", "5m", ltc_rows[100:400:3]),
+    ]
+    runs = _drain_runs(Replay(streams, speed=0), limit=7)
+    assert [c for run in runs for c in run] == one_by_one
+    assert all(len({c.symbol for c in run}) == 1 for run in runs), "a run is one stream's"
+    assert max(len(run) for run in runs) == 7
+    # a run ends where the other stream's candle comes between, not only at the limit
+    assert any(len(run) < 7 for run in runs[:-1])
+
+
+def test_a_paced_replay_runs_only_what_is_overdue(eth_rows: list[Row]) -> None:
+    replay = Replay([Stream("ETH-BTC", "5m", eth_rows[:10])], speed=300.0)  # one per second
+    assert replay.run_length(0.0, 100) == 1  # on time: alone
+    replay.advance()
+    assert replay.run_length(0.5, 100) == 0  # not due yet
+    assert replay.run_length(3.2, 100) == 3  # 3.2 s late in the schedule: seqs 2, 3 and 4
+    run = replay.peek_run(3, publish_ns=7)
+    assert [c.seq for c in run] == [2, 3, 4]
+    assert [c.open_time for c in run] == [r.open_time for r in eth_rows[1:4]]
+    assert {c.publish_ns for c in run} == {7}
+    replay.advance(3)
+    assert replay.peek() is not None and replay.peek().seq == 5  # type: ignore[union-attr]
+    assert replay.replayed == 4

@@ -36,6 +36,7 @@ from runtime.messages import (
     OrderFilled,
     Stats,
     Welcome,
+    candle_batch_topic,
     candle_topic,
 )
 from runtime.specs import Endpoints, WorkerSpec, write_spec
@@ -68,6 +69,7 @@ class Harness:
         self.history_held: list[Candle] = []  # what the "broker" can backfill from
         self.history_requests: list[HistoryRequest] = []
         self.received: list[Event] = []
+        self.batches: list[EventBatch] = []  # as they came (resent ones too)
         strategy = StrategyConfig(
             id="w1",
             class_path=class_path,
@@ -130,6 +132,7 @@ class Harness:
                 identity, payload = self.events.recv_multipart()
                 batch = EVENTS_UP_DECODER.decode(payload)
                 assert isinstance(batch, EventBatch)
+                self.batches.append(batch)
                 seen = {e.seq for e in self.received}
                 self.received += [e for e in batch.events if e.seq not in seen]
                 last = batch.events[-1].seq
@@ -261,6 +264,39 @@ def test_a_hole_in_a_stream_is_backfilled_before_the_candle_after_it_is_used(
     assert _stats_total(w, "candles_missed") == 0
     asked = [(r.from_seq, r.to_seq) for r in w.history_requests]
     assert (6, 8) in asked and (18, 20) in asked
+
+
+def test_a_batch_frame_is_checked_and_used_candle_by_candle_its_events_in_one_batch(
+    make_worker: Any,
+) -> None:
+    w: Harness = make_worker("tests.sample_strategies:SeqRecorder")
+    w.handshake()
+    candles = real_candles(12)
+    w.history_held = candles
+    topic = candle_batch_topic("ETH-BTC", "5m")
+    other = Candle("LTC-BTC", "5m", candles[1].open_time, 1.0, 1.0, 1.0, 1.0, 1.0, 2)
+    w.pub.send_multipart([topic, b"\xc1 not msgpack"])
+    w.pub.send_multipart([topic, ENCODER.encode([candles[0], other])])  # not all this stream's
+    w.pub.send_multipart([topic, ENCODER.encode(candles[:4])])
+    # 3 and 4 again (a resumed broker), then 5 and 6 lost on the way
+    w.pub.send_multipart([topic, ENCODER.encode(candles[2:4] + candles[6:])])
+    w.pump_events(lambda _: _stats_total(w, "candles") == 12)
+    seen = [int(e.body.message) for e in w.received if isinstance(e.body, Log)]
+    assert seen == list(range(1, 13)), "each candle once, in seq order, the hole filled first"
+    assert _stats_total(w, "frames_rejected") == 2
+    assert (_stats_total(w, "gaps"), _stats_total(w, "candles_backfilled")) == (1, 2)
+    assert _stats_total(w, "candles_duplicate") == 2
+    # One EventBatch per frame: a frame's candles are journaled all or none, with the cursor
+    # after its last candle.
+    decided = [
+        ([int(e.body.message) for e in b.events if isinstance(e.body, Log)], b.cursor)
+        for b in w.batches
+        if any(isinstance(e.body, Log) for e in b.events)
+    ]
+    assert decided == [
+        ([1, 2, 3, 4], {"ETH-BTC|5m": 4}),
+        (list(range(5, 13)), {"ETH-BTC|5m": 12}),
+    ]
 
 
 def test_a_hole_older_than_history_is_reported_lost_and_the_stream_goes_on(

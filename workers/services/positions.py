@@ -240,8 +240,22 @@ class PositionLifecycleService:
     def mark(self, bar: Bar, symbol: str) -> None:
         """A candle of ``symbol`` closed: update the price, excursions and age of its position."""
         active = self._active.get(symbol)
-        held = (active, *self._closing.values()) if self._closing else (active,)
-        for position in held:
+        if not self._closing:  # the common case, on every candle: at most one position
+            if active is not None and active.state is _OPEN:  # _mark_one(), written out
+                active.last_price = bar.close
+                active.candles_held += 1
+                if active.side == "long":
+                    if bar.high > active.best_price:
+                        active.best_price = bar.high
+                    if bar.low < active.worst_price:
+                        active.worst_price = bar.low
+                else:
+                    if bar.low < active.best_price:
+                        active.best_price = bar.low
+                    if bar.high > active.worst_price:
+                        active.worst_price = bar.high
+            return
+        for position in (active, *self._closing.values()):
             if position is None or position.symbol != symbol:
                 continue
             state = position.state

@@ -145,10 +145,14 @@ class PositionLifecycleService:
         """Positions that hold or will hold exposure: pending entries, open, still closing."""
         return len(self._active) + len(self._closing)
 
+    def held(self) -> list[ManagedPosition]:
+        """Positions holding exposure, in the order :meth:`equity` adds them: the open
+        ones, then those still closing."""
+        return [*self.open_positions(), *self._closing.values()]
+
     @property
     def unrealized_pnl(self) -> float:
-        held = [*self.open_positions(), *self._closing.values()]
-        return sum(p.unrealized_pnl for p in held)
+        return sum(p.unrealized_pnl for p in self.held())
 
     def equity(self) -> float:
         """Cash plus the open positions marked at their last price."""

@@ -77,6 +77,7 @@ class StrategyRunner:
         # Bound once: on_candle runs for every candle and these never change.
         self._decision_tf = config.timeframe
         self._fills = self.container.execution.on_candle
+        self._waiting = self.container.execution.waiting  # the live list
         self._mark = self.container.positions.mark
         # None when the strategy declares no indicators (it may keep its own, as SmaCross does).
         indicators = self.container.indicators
@@ -209,9 +210,8 @@ class StrategyRunner:
         c = self.container
         symbol, timeframe = candle.symbol, candle.timeframe
         if timeframe == self._decision_tf:
-            fills = self._fills(candle)
-            if fills:  # () when nothing is pending: most candles
-                for fill in fills:
+            if self._waiting:  # most candles have no order waiting
+                for fill in self._fills(candle):
                     c.positions.on_fill(fill)
                     self.log.info(
                         "filled %s %s %g %s @ %.8g (fee %.6g)",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import tempfile
 import time
@@ -144,6 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.candles
 
+    load_before = os.getloadavg()[0]
     candles = replicate(n)
     with tempfile.TemporaryDirectory() as folder:
         csv = Path(folder) / "GOOG-1h.csv"
@@ -228,7 +230,8 @@ def main() -> None:
     profile = "\n".join(f"    {row}" for row in rows)
     body = (
         f"{table}\nBest of {args.rounds} interleaved rounds each. Both closed {ref_trades:,} "
-        f"trades. {verdict}\n\n"
+        f"trades. {verdict} Load average (1 min) {load_before:.1f} before the runs, "
+        f"{os.getloadavg()[0]:.1f} after: on a shared machine the figures move with it.\n\n"
         f"Where stratrun's engine spends its time (cProfile, {part:,} candles, tottime "
         "first; profiling slows every call, so read the shares, not the seconds):\n\n"
         f"    ncalls tottime percall cumtime percall function\n{profile}\n"

@@ -541,7 +541,10 @@ EventBody = (
 )
 
 
-class Event(_Wire, tag="event", frozen=True):
+# gc=False: an event holds strings, numbers and a body of strings, numbers and lists of
+# those, so it can never be part of a reference cycle; a backtest keeps hundreds of thousands
+# and the collector need not walk them.
+class Event(_Wire, tag="event", frozen=True, gc=False):
     """The envelope of everything a strategy reports.
 
     Parameters

@@ -82,3 +82,41 @@ class Recorder(Strategy):
     def on_candle(self, candle: Candle) -> None:
         reason = f"{candle.symbol} {candle.timeframe} {candle.open_time} {candle.seq}"
         self.ctx.signal(candle, "flat", 0.0, reason)
+
+
+class ChurnParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    every: int = 7  # candles between two decisions
+    fail_on_fill: int = 0  # > 0: on_fill raises from this fill on
+    fail_on_candle: int = 0  # > 0: on_candle raises from this candle on
+
+
+class Churn(Strategy):
+    """Long, short, flat and reversals in turn, every ``every`` candles; optionally raising
+    in ``on_fill`` or ``on_candle`` from some point on (so that the runner gives up)."""
+
+    Params = ChurnParams
+
+    def __init__(self, ctx: StrategyContext, params: msgspec.Struct) -> None:
+        super().__init__(ctx, params)
+        assert isinstance(params, ChurnParams)
+        self.p = params
+        self.candles = 0
+        self.fills = 0
+
+    def on_candle(self, candle: Candle) -> None:
+        self.candles += 1
+        if self.p.fail_on_candle and self.candles >= self.p.fail_on_candle:
+            raise RuntimeError("on_candle fails")
+        if self.candles % self.p.every:
+            return
+        turn = (self.candles // self.p.every) % 5
+        direction: Direction = ("long", "short", "flat", "short", "long")[turn]
+        if turn == 2 and self.ctx.position(candle.symbol) is not None:
+            self.ctx.close_position(candle.symbol, "flat")
+        else:
+            self.ctx.target(candle.symbol, direction, f"turn {turn}")
+
+    def on_fill(self, fill: object) -> None:
+        self.fills += 1
+        if self.p.fail_on_fill and self.fills >= self.p.fail_on_fill:
+            raise RuntimeError("on_fill fails")

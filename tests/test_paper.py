@@ -108,6 +108,23 @@ def test_order_fills_at_the_next_open_of_its_own_symbol_only() -> None:
     assert emitted == [expected]
 
 
+def test_waiting_always_shows_the_orders_not_filled_yet() -> None:
+    # The runner only asks for fills while ``waiting`` is not empty: it must follow every
+    # submit, fill, partial fill (other symbols wait) and cancel.
+    paper, _ = _paper()
+    waiting = paper.waiting
+    first = paper.submit("ETH-BTC", "buy", 1.0, "")
+    paper.submit("LTC-BTC", "buy", 1.0, "")
+    assert [o.order_id for o in waiting] == [first, "strat-2"]
+    assert len(list(paper.on_candle(_candle(100.0, 1)))) == 1
+    assert [o.order_id for o in waiting] == ["strat-2"]
+    assert paper.cancel("strat-2")
+    assert not waiting
+    paper.submit("ETH-BTC", "sell", 1.0, "")
+    assert [o.order_id for o in waiting] == ["strat-3"]
+    assert paper.waiting is waiting
+
+
 @pytest.mark.parametrize(("side", "sign"), [("buy", 1.0), ("sell", -1.0)])
 def test_slippage_moves_the_price_against_the_trader_and_the_fee_is_on_it(
     side: Side, sign: float

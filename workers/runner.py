@@ -81,8 +81,12 @@ class StrategyRunner:
         self.strategy: Strategy = cls(self.container, params)
         # Bound once: on_candle runs for every candle and these never change.
         self._decision_tf = config.timeframe
+        self._fills = self.container.execution.on_candle
+        self._waiting = self.container.execution.waiting  # the live list
         self._mark = self.container.positions.mark
-        self._update_indicators = self.container.indicators.update
+        # None when the strategy declares no indicators (it may keep its own, as SmaCross does).
+        indicators = self.container.indicators
+        self._update_indicators = indicators.update if len(indicators) else None
         self._decide = self.strategy.on_candle
         self._queued = self.container.actions.queue  # the live list, emptied by drain()
         self._ledger = self.container.ledger
@@ -218,26 +222,28 @@ class StrategyRunner:
         c = self.container
         symbol, timeframe = candle.symbol, candle.timeframe
         if timeframe == self._decision_tf:
-            for fill in c.execution.on_candle(candle):
-                self._ledger.on_fill(fill, c.positions.on_fill(fill))
-                self.log.info(
-                    "filled %s %s %g %s @ %.8g (fee %.6g)",
-                    fill.order_id,
-                    fill.side,
-                    fill.quantity,
-                    symbol,
-                    fill.price,
-                    fill.fee,
-                )
-                self._guarded("on_fill", self.strategy.on_fill, fill)
-            if self.state == "errored":
-                self._account_point(candle.open_time)  # the fills it had taken
-                return  # it gave up inside on_fill: this candle ends here too
+            if self._waiting:  # most candles have no order waiting
+                for fill in self._fills(candle):
+                    self._ledger.on_fill(fill, c.positions.on_fill(fill))
+                    self.log.info(
+                        "filled %s %s %g %s @ %.8g (fee %.6g)",
+                        fill.order_id,
+                        fill.side,
+                        fill.quantity,
+                        symbol,
+                        fill.price,
+                        fill.fee,
+                    )
+                    self._guarded("on_fill", self.strategy.on_fill, fill)
+                if self.state == "errored":
+                    self._account_point(candle.open_time)  # the fills it had taken
+                    return  # it gave up inside on_fill: this candle ends here too
             self._mark(candle, symbol)
             every = self._point_every
             if every and (self._ledger.dirty or not candle.open_time % every):
                 self._account_point(candle.open_time)
-        self._update_indicators(candle, symbol, timeframe)
+        if self._update_indicators is not None:
+            self._update_indicators(candle, symbol, timeframe)
         if c.gate is not None:
             c.gate.observe(candle, symbol, timeframe)
         if self.state == "paused":

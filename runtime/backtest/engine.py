@@ -24,6 +24,7 @@ from runtime.config import StrategyConfig
 from runtime.messages import Candle, Event, EventBody
 from workers.outbox import Outbox
 from workers.runner import StrategyRunner
+from workers.services.positions import ManagedPosition, PositionLifecycleService
 
 __all__ = ["EngineResult", "collector_paused", "run_strategy"]
 
@@ -180,13 +181,20 @@ def _feed_one(
     equity: F64,
     progress: Callable[[int], None] | None,
 ) -> int:
-    """The common case, kept lean: one stream, every candle a decision candle."""
+    """The common case, kept lean: one stream, every candle a decision candle.
+
+    The equity is not read after every candle, only at the end: between two candles that
+    emitted an event (a signal, an order, a fill, an error...) nothing changes the cash or
+    what is held, and each candle marks what is held at its close, so it is known from the
+    positions held after the last such candle (:class:`_Held`).
+    """
     symbol, tf = s.symbol, s.timeframe
     outbox.length_ns = timeframe_ms(tf) * 1_000_000
     on_candle = runner.on_candle
-    value = runner.container.positions.equity
-    marks: list[float] = []
-    mark = marks.append
+    positions = runner.container.positions
+    held = _Held(positions)
+    note = held.note
+    seen = outbox.last_seq
     columns = (s.time, s.open, s.high, s.low, s.close, s.volume)
     seq = 0
     for start in range(0, len(s), _PROGRESS_EVERY):  # chunks: no progress test per candle
@@ -196,11 +204,66 @@ def _feed_one(
             seq += 1
             outbox.now_ms = t
             on_candle(_Checked(symbol, tf, t, o, h, low, c, v, seq))
-            mark(value())
+            if outbox.last_seq != seen:
+                seen = outbox.last_seq
+                note(seq - 1)
         if progress is not None:
             progress(seq)
-    equity[:] = marks
+    held.equity(equity, s.close.astype(np.float64), runner.candles)
     return seq
+
+
+class _Held:
+    """What the positions service held after each candle where something happened."""
+
+    def __init__(self, positions: PositionLifecycleService) -> None:
+        self._positions = positions
+        self.before = positions.equity()
+        self.at: list[int] = []  # candle indexes, increasing
+        # (cash, positions held) after each; the first from before the first candle. A
+        # held position's entry price, quantity and side no longer change.
+        self.held: list[tuple[float, list[ManagedPosition]]] = [
+            (positions.cash, positions.held_in_equity_order())
+        ]
+
+    def note(self, index: int) -> None:
+        self.at.append(index)
+        p = self._positions
+        self.held.append((p.cash, p.held_in_equity_order()))
+
+    def equity(self, equity: F64, close: F64, processed: int) -> None:
+        """Write the equity after each candle into ``equity``.
+
+        The runner acted on the first ``processed`` candles (all, unless it gave up); the
+        last of them may not have been marked (it gave up inside ``on_fill``), and nothing
+        changed after it: there and after, the service's own ``equity()``, read now.
+        """
+        if processed == 0:
+            equity[:] = self.before
+            return
+        at = np.array(self.at, dtype=np.int64)
+        # The holdings after each candle: those noted after it or the last candle before it.
+        state = np.searchsorted(at, np.arange(processed - 1, dtype=np.int64), side="right")
+        equity[: processed - 1] = _equity_between(self.held, state, close[: processed - 1])
+        equity[processed - 1 :] = self._positions.equity()
+
+
+def _equity_between(held: list[tuple[float, list[ManagedPosition]]], state: I64, close: F64) -> F64:
+    """``PositionLifecycleService.equity()`` after each candle, with what ``held[state]``
+    says was held then, marked at the candle's close: the same operations in the same order
+    (the cash, then each position's ``(close - entry) * quantity`` added if long, subtracted
+    if short), so the same numbers to the last bit. Tests compare it with the service's
+    after every candle."""
+    cash = np.array([c for c, _ in held], dtype=np.float64)
+    equity = cash[state]
+    for slot in range(max(len(h) for _, h in held)):
+        at = [h[slot] if slot < len(h) else None for _, h in held]
+        entry = np.array([0.0 if p is None else p.entry_price for p in at])[state]
+        quantity = np.array([0.0 if p is None else p.quantity for p in at])[state]
+        side = np.array([0 if p is None else 1 if p.side == "long" else -1 for p in at])[state]
+        gross = (close - entry) * quantity
+        equity = np.where(side == 1, equity + gross, np.where(side == -1, equity - gross, equity))
+    return equity
 
 
 def _feed_many(

@@ -23,36 +23,46 @@ class SMA:
     """Simple moving average of plain floats: ``SMA(period).update(x) -> float | None``.
 
     RollingSum's arithmetic written out in one method (same operations in the same order,
-    so the same values to the last bit): strategies call this on every candle.
+    so the same values to the last bit): strategies call this on every candle. Once the
+    window is full (``value`` set) the update takes the short path.
     """
 
-    __slots__ = ("_resum_in", "_total", "_window", "period", "value")
+    __slots__ = ("_resum_every", "_resum_in", "_total", "_window", "period", "value")
 
     def __init__(self, period: int) -> None:
         require_at_least("period", period, 1)
         self.period = period
         self._window: deque[float] = deque(maxlen=period)
         self._total = 0.0
-        self._resum_in = max(period, RESUM_EVERY)
+        self._resum_every = max(period, RESUM_EVERY)
+        self._resum_in = self._resum_every
         self.value: float | None = None
 
     def update(self, x: float) -> float | None:
         """Add one value; returns the average once ``period`` values are in."""
         window = self._window
-        period = self.period
-        full = len(window) == period
-        if full:
-            self._total -= window[0]
+        if self.value is not None:  # the window is full: the common case, kept short
+            total = self._total - window[0] + x
+            window.append(x)
+            resum_in = self._resum_in - 1
+            if resum_in:
+                self._resum_in = resum_in
+            else:
+                total = math.fsum(window)
+                self._resum_in = self._resum_every
+            self._total = total
+            self.value = value = total / self.period
+            return value
         window.append(x)
         self._total += x
         self._resum_in -= 1
         if self._resum_in == 0:
             self._total = math.fsum(window)
-            self._resum_in = max(period, RESUM_EVERY)
-        if full or len(window) == period:
-            self.value = value = self._total / period
+            self._resum_in = self._resum_every
+        if len(window) == self.period:
+            self.value = value = self._total / self.period
             return value
-        return self.value
+        return None
 
 
 class EmaCore:

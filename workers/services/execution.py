@@ -6,7 +6,7 @@ trading and the backtest use this same model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from runtime.messages import Candle, EventBody, OrderFilled, OrderRejected, OrderSubmitted, Side
@@ -64,7 +64,10 @@ class PaperExecution:
         self._slippage_rate = slippage_bps / 10_000.0
         self._emit = emit
         self._next_order_number = first_order_number
+        # Orders waiting for a candle, oldest first: always this one list, changed in place;
+        # ``waiting`` is the same list, read-only, for the runner to skip on_candle() calls.
         self._pending: list[_Order] = []
+        self.waiting: Sequence[_Order] = self._pending
         self._account = account
         self._whole_units = whole_units
 
@@ -105,7 +108,7 @@ class PaperExecution:
         """Withdraw a pending order (the kill switch); True if it was pending."""
         kept = [o for o in self._pending if o.order_id != order_id]
         found = len(kept) != len(self._pending)
-        self._pending = kept
+        self._pending[:] = kept
         return found
 
     def restore(
@@ -130,7 +133,8 @@ class PaperExecution:
         return self._fill(candle)
 
     def _fill(self, candle: Candle) -> Iterator[OrderFilled]:
-        orders, self._pending = self._pending, []
+        orders = self._pending[:]
+        self._pending.clear()
         waiting: list[_Order] = []
         for order in orders:
             if order.symbol != candle.symbol:
@@ -155,7 +159,7 @@ class PaperExecution:
             )
             self._emit(fill)
             yield fill
-        self._pending = waiting + self._pending  # orders sent meanwhile come after
+        self._pending[:0] = waiting  # orders sent meanwhile come after
 
     def _size(self, order: _Order, price: float) -> float:
         """Units an equity-sized order buys at ``price``; 0 (and rejected) if none."""

@@ -153,10 +153,14 @@ class PositionLifecycleService:
         """Positions that hold or will hold exposure: pending entries, open, still closing."""
         return len(self._active) + len(self._closing)
 
+    def held_in_equity_order(self) -> list[ManagedPosition]:
+        """Positions holding exposure, in the order :meth:`equity` adds them (the open ones,
+        then those still closing): a sum over them repeats its floats exactly."""
+        return [*self.open_positions(), *self._closing.values()]
+
     @property
     def unrealized_pnl(self) -> float:
-        held = [*self.open_positions(), *self._closing.values()]
-        return sum(p.unrealized_pnl for p in held)
+        return sum(p.unrealized_pnl for p in self.held_in_equity_order())
 
     def equity(self) -> float:
         """Cash plus the open positions marked at their last price."""
@@ -248,8 +252,22 @@ class PositionLifecycleService:
     def mark(self, bar: Bar, symbol: str) -> None:
         """A candle of ``symbol`` closed: update the price, excursions and age of its position."""
         active = self._active.get(symbol)
-        held = (active, *self._closing.values()) if self._closing else (active,)
-        for position in held:
+        if not self._closing:  # the common case, on every candle: at most one position
+            if active is not None and active.state is _OPEN:  # _mark_one(), written out
+                active.last_price = bar.close
+                active.candles_held += 1
+                if active.side == "long":
+                    if bar.high > active.best_price:
+                        active.best_price = bar.high
+                    if bar.low < active.worst_price:
+                        active.worst_price = bar.low
+                else:
+                    if bar.low < active.best_price:
+                        active.best_price = bar.low
+                    if bar.high > active.worst_price:
+                        active.worst_price = bar.high
+            return
+        for position in (active, *self._closing.values()):
             if position is None or position.symbol != symbol:
                 continue
             state = position.state

@@ -33,6 +33,17 @@ class SmaCrossParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("fast must be smaller than slow")
 
 
+class _Cross:
+    """One symbol's averages and which side of the slow one the fast one was last."""
+
+    __slots__ = ("above", "fast", "slow")
+
+    def __init__(self, fast: int, slow: int) -> None:
+        self.fast = SMA(fast)
+        self.slow = SMA(slow)
+        self.above: bool | None = None
+
+
 class SmaCross(Strategy):
     """Goes long when SMA(fast) crosses above SMA(slow); flat (or short) on the cross down."""
 
@@ -42,27 +53,27 @@ class SmaCross(Strategy):
         super().__init__(ctx, params)
         assert isinstance(params, SmaCrossParams)
         self.p = params
-        self._fast: dict[str, SMA] = {}
-        self._slow: dict[str, SMA] = {}
-        self._above: dict[str, bool] = {}
+        self._crosses: dict[str, _Cross] = {}  # one lookup per candle, not one per average
 
     def warmup(self) -> int:
         return self.p.slow - 1
 
     def on_candle(self, candle: Candle) -> None:
         key = candle.symbol
-        fast_sma = self._fast.get(key)
-        if fast_sma is None:  # not setdefault(key, SMA(...)): that builds an SMA per candle
-            fast_sma = self._fast[key] = SMA(self.p.fast)
-            self._slow[key] = SMA(self.p.slow)
-        fast = fast_sma.update(candle.close)
-        slow = self._slow[key].update(candle.close)
+        cross = self._crosses.get(key)
+        if cross is None:
+            cross = self._crosses[key] = _Cross(self.p.fast, self.p.slow)
+        close = candle.close
+        fast = cross.fast.update(close)
+        slow = cross.slow.update(close)
         if fast is None or slow is None:
             return
         above = fast > slow
-        was_above = self._above.get(key)
-        self._above[key] = above
-        if was_above is None or above == was_above:
+        was_above = cross.above
+        if above is was_above:
+            return
+        cross.above = above
+        if was_above is None:
             return
         direction: Direction = "long" if above else ("short" if self.p.allow_short else "flat")
         reason = f"sma{self.p.fast} {'above' if above else 'below'} sma{self.p.slow}"

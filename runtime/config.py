@@ -178,7 +178,8 @@ class BrokerConfig(_Section, kw_only=True, frozen=True):
         A worker that hears nothing from the feed (candle or heartbeat) for this long
         reports it stale.
     send_hwm, receive_hwm:
-        Candles queued for one subscriber by the broker, and by the subscriber itself, before
+        Frames (a lone candle, or a batch of up to 100 of one stream when the replay is
+        behind) queued for one subscriber by the broker, and by the subscriber itself, before
         the broker drops (paced replay) or waits (speed 0); a subscriber that lost candles
         backfills them from history.
     feeds:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +17,8 @@ import zmq
 from runtime.messages import ENCODER
 from runtime.risk_messages import RiskCheck
 from runtime.security import CurveKeys
-from tests.harness import REPO, RunningSystem, eth_system, fetch, stratrun, wait_until, write_config
-from tests.test_security_tcp import TcpSystem, _free_port_base, _rejects
+from tests.harness import RunningSystem, eth_system, fetch, stratrun, wait_until, write_config
+from tests.test_security_tcp import TcpSystem, _rejects, tcp_runtime
 
 RACERS = ("race_a", "race_b", "race_c")
 # ETH-BTC closes between 0.083 and 0.106 in the bundled data: one unit fits under 0.15,
@@ -234,17 +232,7 @@ def test_daily_loss_limit_engages_the_kill_switch_by_itself(
 def test_the_risk_link_over_tcp_is_curve_secured(tmp_path: Path) -> None:
     """On TCP the workers' checks go through CURVE; a client without an authorised key gets
     no answer, and the refused handshake is counted on the ``risk`` link."""
-    keys = tmp_path / "keys"
-    made = subprocess.run(
-        [sys.executable, "-m", "runtime", "keys", "generate", "--dir", str(keys)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert made.returncode == 0, made.stderr
-    base = _free_port_base()
-    runtime = f'transport = "tcp"\nkeys_dir = "{keys}"\ntcp = {{ port_base = {base} }}'
+    runtime, keys, base = tcp_runtime(tmp_path)
     body = eth_system(speed=3000, runtime=runtime) + "\n[risk]\nmax_open_orders = 10\n"
     system = TcpSystem(write_config(tmp_path / "tcp.toml", body + _flip("flip")), tmp_path / "run")
     ctx: zmq.Context[Any] = zmq.Context()

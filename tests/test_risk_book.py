@@ -32,7 +32,8 @@ from runtime.risk_config import RiskConfig
 from runtime.risk_messages import RISK_REQUEST_DECODER, RiskCheck, RiskVerdict
 from runtime.security import Security
 from runtime.transport import RejectCounter
-from tests.harness import DATA, REPO
+from tests.harness import REPO
+from tests.test_cli_config_errors import GOOD as CONFIG_GOOD
 from workers.factory import build_container
 from workers.risk_client import UNAVAILABLE, RiskClient
 from workers.services.risk_gate import RiskGate
@@ -298,23 +299,7 @@ def test_with_no_service_at_all_the_answer_is_immediate() -> None:
 
 # --------------------------------------------------------------------------- config
 
-GOOD = f"""
-[risk]
-max_symbol_exposure = 1.5
-
-[broker]
-speed = 0
-[[broker.feeds]]
-symbol = "ETH-BTC"
-timeframe = "5m"
-path = "{DATA}/crypto/ETH-BTC-5m.csv"
-
-[[strategies]]
-id = "one"
-class = "workers.strategies.sma_cross:SmaCross"
-symbols = ["ETH-BTC"]
-timeframe = "5m"
-"""
+GOOD = "[risk]\nmax_symbol_exposure = 1.5\n" + CONFIG_GOOD
 
 BAD = {
     "unknown key": (

@@ -69,8 +69,9 @@ class TcpSystem(RunningSystem):
         return rows
 
 
-@pytest.fixture
-def tcp_system(tmp_path: Path) -> Iterator[tuple[TcpSystem, Path, int]]:
+def tcp_runtime(tmp_path: Path) -> tuple[str, Path, int]:
+    """A ``[runtime]`` body for TCP with CURVE keys made by ``stratrun keys generate`` in
+    ``tmp_path/keys`` and a free port base; also the keys folder and the base."""
     keys = tmp_path / "keys"
     made = subprocess.run(
         [sys.executable, "-m", "runtime", "keys", "generate", "--dir", str(keys)],
@@ -81,7 +82,12 @@ def tcp_system(tmp_path: Path) -> Iterator[tuple[TcpSystem, Path, int]]:
     )
     assert made.returncode == 0, made.stderr
     base = _free_port_base()
-    runtime = f'transport = "tcp"\nkeys_dir = "{keys}"\ntcp = {{ port_base = {base} }}'
+    return f'transport = "tcp"\nkeys_dir = "{keys}"\ntcp = {{ port_base = {base} }}', keys, base
+
+
+@pytest.fixture
+def tcp_system(tmp_path: Path) -> Iterator[tuple[TcpSystem, Path, int]]:
+    runtime, keys, base = tcp_runtime(tmp_path)
     config = tmp_path / "tcp.toml"
     config.write_text(eth_system(speed=300, runtime=runtime) + sma_strategy("s1", 5, 20))
     system = TcpSystem(config, tmp_path / "run")

@@ -38,6 +38,7 @@ from workers.indicators import (
     Rsi,
     RsiParams,
     Sma,
+    SmaPair,
     SmaParams,
     StochParams,
     Vwap,
@@ -115,6 +116,22 @@ def test_sma_matches_reference(closes: Floats, period: int) -> None:
     got = [sma.update(float(c)) for c in closes]
     _assert_series_equal(got, reference_sma(closes, period))
     assert sma.value == got[-1]
+
+
+@pytest.mark.parametrize(("first", "second"), [(10, 20), (20, 10), (1, 2), (100, 300)])
+def test_sma_pair_answers_what_two_smas_say(closes: Floats, first: int, second: int) -> None:
+    # 5,760 closes: past RESUM_EVERY, so the pair's re-summing is compared too.
+    assert len(closes) > RESUM_EVERY
+    pair, a, b = SmaPair(first, second), SMA(first), SMA(second)
+    answers = []
+    for c in closes.tolist():
+        fa, fb = a.update(c), b.update(c)
+        want = None if fa is None or fb is None else fa > fb
+        got = pair.update(c)
+        assert got is want
+        assert (pair.first.value, pair.second.value) == (fa, fb)  # to the last bit
+        answers.append(got)
+    assert {True, False} <= set(answers)  # both sides were seen
 
 
 @pytest.mark.parametrize("period", [1, 2, 5, 20, 60])

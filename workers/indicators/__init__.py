@@ -21,7 +21,16 @@ from workers.indicators.momentum import (
     Stochastic,
     StochParams,
 )
-from workers.indicators.moving import SMA, Ema, EmaParams, Sma, SmaParams, Wma, WmaParams
+from workers.indicators.moving import (
+    SMA,
+    Ema,
+    EmaParams,
+    Sma,
+    SmaPair,
+    SmaParams,
+    Wma,
+    WmaParams,
+)
 from workers.indicators.trend import Adx, AdxParams
 from workers.indicators.volatility import Atr, AtrParams, BbandsParams, BollingerBands
 from workers.indicators.volume import Obv, ObvParams, Vwap, VwapParams
@@ -49,6 +58,7 @@ __all__ = [
     "Rsi",
     "RsiParams",
     "Sma",
+    "SmaPair",
     "SmaParams",
     "StochParams",
     "Stochastic",

@@ -7,7 +7,7 @@ from typing import Annotated
 import msgspec
 
 from runtime.messages import Candle, Direction
-from workers.indicators import SMA
+from workers.indicators import SmaPair
 from workers.strategy import Strategy, StrategyContext
 
 __all__ = ["SmaCross", "SmaCrossParams"]
@@ -33,14 +33,13 @@ class SmaCrossParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("fast must be smaller than slow")
 
 
-class _Cross:
-    """One symbol's averages and which side of the slow one the fast one was last."""
+class _Cross(SmaPair):
+    """One symbol's averages (fast, slow) and which side of the slow one the fast one was last."""
 
-    __slots__ = ("above", "fast", "slow")
+    __slots__ = ("above",)
 
     def __init__(self, fast: int, slow: int) -> None:
-        self.fast = SMA(fast)
-        self.slow = SMA(slow)
+        super().__init__(fast, slow)
         self.above: bool | None = None
 
 
@@ -63,12 +62,9 @@ class SmaCross(Strategy):
         cross = self._crosses.get(key)
         if cross is None:
             cross = self._crosses[key] = _Cross(self.p.fast, self.p.slow)
-        close = candle.close
-        fast = cross.fast.update(close)
-        slow = cross.slow.update(close)
-        if fast is None or slow is None:
+        above = cross.update(candle.close)
+        if above is None:
             return
-        above = fast > slow
         was_above = cross.above
         if above is was_above:
             return

@@ -107,11 +107,43 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.set = False
+        self._wakeup: tuple[int, int] | None = None
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.set = True
+
+    def wakeup_fd(self) -> int:
+        """A file descriptor that turns readable when a signal arrives, for a loop's poll.
+
+        A poll interrupted by a signal is resumed by pyzmq for the rest of its timeout; with
+        this fd among the polled ones it returns at once instead, so a loop may sleep until
+        its next timed duty and still stop as soon as it is told to.
+        """
+        if self._wakeup is None:
+            read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+            self._wakeup = (read_end, write_end)
+        return self._wakeup[0]
+
+    def drain(self) -> None:
+        """Empty the wakeup fd (it woke the loop; the flag says what to do)."""
+        if self._wakeup is None:
+            return
+        try:
+            while os.read(self._wakeup[0], 64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Stop writing to the wakeup fd and close it."""
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(-1)
+            for fd in self._wakeup:
+                os.close(fd)
+            self._wakeup = None
 
 
 def child_security(

@@ -13,11 +13,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from runtime.lifecycle import ProcessState, Trigger, next_state
 from runtime.messages import ChildHeartbeat, Role
+from runtime.priority import Spawner
 from runtime.restart_policy import RestartPolicy
 from runtime.zygote_client import ZygoteClient
 
@@ -122,11 +124,14 @@ class ChildProcess:
         self.state = next_state(self.state, trigger)
         return self.state
 
-    def spawn(self, trigger: Trigger, zygote: ZygoteClient | None = None) -> None:
+    def spawn(
+        self, trigger: Trigger, zygote: ZygoteClient | None = None, spawner: Spawner | None = None
+    ) -> None:
         """Start the process in its own session (own process group), output to its log file.
 
         A worker is forked from the zygote when there is one; anything else, or a worker the
-        zygote could not fork, starts as a new interpreter.
+        zygote could not fork, starts as a new interpreter, through ``spawner`` when given
+        (the aggregator at the manager's lowered priority, the others at normal priority).
         """
         self.move(trigger)
         self.adopted_pid = self.forked_pid = 0
@@ -135,9 +140,11 @@ class ChildProcess:
         if zygote is not None and self.role == "worker":
             self.forked_pid = zygote.fork(self.spec_path, self.log_path)
         if not self.forked_pid:
+            popen = spawner.popen if spawner is not None else _popen
             with open(self.log_path, "ab") as log:
-                self.popen = subprocess.Popen(
+                self.popen = popen(
                     [sys.executable, "-m", _MODULES[self.role], str(self.spec_path)],
+                    background=self.role == "aggregator",
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -239,6 +246,10 @@ class ChildProcess:
     def uptime_s(self, now: float) -> float:
         live = (ProcessState.STARTING, ProcessState.RUNNING, ProcessState.PAUSED)
         return now - self.started_at if self.state in live or self.alive else 0.0
+
+
+def _popen(args: list[str], *, background: bool, **kwargs: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, **kwargs)
 
 
 def _uss_bytes(process: psutil.Process) -> int:

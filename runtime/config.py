@@ -108,6 +108,10 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     zygote:
         Fork workers from a pre-imported process (fast, lean starts; Linux) rather than
         starting each as a new interpreter.
+    background_nice:
+        How much nicer (lower CPU priority) than the broker and the workers the manager and
+        the aggregator run (Linux), so that the workers a candle wakes decide first; 0: the
+        same priority.
     log_level:
         Least level every process logs: debug, info, warning or error.
     log_max_bytes:
@@ -134,6 +138,7 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     max_rss_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
     restart: RestartSettings = RestartSettings()
     zygote: bool = True
+    background_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 10 * 2**20
     log_backups: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5

@@ -67,6 +67,7 @@ from runtime.messages import (
     StopRequest,
     lifecycle_topic,
 )
+from runtime.priority import Spawner
 from runtime.restart_policy import RestartPolicy
 from runtime.rundir import RunDir
 from runtime.security import CurveKeys, Security
@@ -161,6 +162,7 @@ class Manager:
         self._lock_handle: TextIO | None = None
         self._trades = TradeTail(run_dir.journal, out) if show_trades else None
         self._zygote: ZygoteClient | None = None
+        self._spawner = Spawner(0)  # the real one is made in run(), which lowers priority
         self._handlers: dict[type[Any], Callable[[bytes, Any], msgspec.Struct | None]] = {
             PsRequest: self._on_ps,
             DownRequest: self._on_down,
@@ -183,6 +185,8 @@ class Manager:
         """Start everything, supervise until asked to stop, then stop everything."""
         self._take_lock()
         setproctitle.setproctitle(f"stratrun manager {self.run_dir.root}")
+        # Before the context: its I/O thread, made by this thread, inherits the lower priority.
+        self._spawner = Spawner(self.config.runtime.background_nice)
         ctx: zmq.Context[Any] = zmq.Context()
         keys = CurveKeys.load(self.endpoints.keys_dir) if self.endpoints.keys_dir else None
         self.security = Security(ctx, keys, self.rejects, logging.getLogger("manager"))
@@ -196,7 +200,9 @@ class Manager:
         self._write_endpoints()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         if self.config.runtime.zygote and become_subreaper():
-            self._zygote = ZygoteClient(self.run_dir.root, self.run_dir.log_file("zygote"))
+            self._zygote = ZygoteClient(
+                self.run_dir.root, self.run_dir.log_file("zygote"), spawner=self._spawner
+            )
             self._zygote.start()
         try:
             self._declare_children()
@@ -211,6 +217,7 @@ class Manager:
                 signal.signal(signum, handler)
             if self._zygote is not None:
                 self._zygote.close()
+            self._spawner.close()
             close_all(self.sup, self.control, self.lifecycle, self.figures_out)
             self.security.close()
             self.audit.close()
@@ -365,7 +372,8 @@ class Manager:
         return all(c.state in up for c in self.children.values())
 
     def _spawn(self, child: ChildProcess, trigger: Trigger) -> None:
-        child.spawn(trigger, self._zygote if self._zygote and self._zygote.alive else None)
+        zygote = self._zygote if self._zygote and self._zygote.alive else None
+        child.spawn(trigger, zygote, self._spawner)
         self._say(f"  started {child.role:<10} {child.name:<16} pid {child.pid}")
         self._publish(child, "spawn", "")
         self._write_state()

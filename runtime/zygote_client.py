@@ -13,8 +13,11 @@ import select
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
+
+from runtime.priority import Spawner
 
 __all__ = ["ZygoteClient", "become_subreaper"]
 
@@ -30,6 +33,10 @@ class _Reply(msgspec.Struct, frozen=True):
 _DECODER = msgspec.json.Decoder(_Reply)
 
 
+def _popen(args: list[str], *, background: bool, **kwargs: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, **kwargs)
+
+
 def become_subreaper() -> bool:
     """Adopt our descendants' orphans (so a double-forked worker is ours to reap)."""
     if not sys.platform.startswith("linux"):
@@ -41,17 +48,27 @@ def become_subreaper() -> bool:
 class ZygoteClient:
     """A pre-imported worker factory; ``fork`` returns the new worker's pid."""
 
-    def __init__(self, run_dir: Path, log_path: Path, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        log_path: Path,
+        timeout_s: float = 5.0,
+        spawner: Spawner | None = None,
+    ) -> None:
         self._run_dir = run_dir
+        self._spawner = spawner
         self._log_path = log_path
         self._timeout_s = timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> bool:
         """Start the zygote (it imports while the manager goes on)."""
+        # At normal priority: the workers it forks inherit its priority.
+        popen = self._spawner.popen if self._spawner is not None else _popen
         with open(self._log_path, "ab") as log:
-            self._proc = subprocess.Popen(
+            self._proc = popen(
                 [sys.executable, "-m", "workers.zygote", str(self._run_dir)],
+                background=False,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

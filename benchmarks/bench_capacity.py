@@ -5,7 +5,8 @@ ETH-BTC and half on LTC-BTC 5-minute candles replayed at ``--speed`` times real 
 it run, and reads the aggregator's ``stratrun_candle_to_decision_seconds`` histogram (broker
 publish to decision, measured by each worker) over a window after start-up. Prints, per N,
 the share of candles decided within 10 ms and the bucket holding the p99, over all workers
-and for the worst worker.
+and for the worst worker; and the CPU each process used over the window (ms per second,
+mean per role, from psutil): unlike the latency, robust to other load on the machine.
 
     .venv/bin/python benchmarks/bench_capacity.py --workers 10 25 50 100 [--record]
 """
@@ -13,6 +14,7 @@ and for the worst worker.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import subprocess
@@ -24,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import psutil
 from _results import record
 
 from runtime.control_client import ControlClient, ControlError
@@ -113,6 +116,29 @@ def _p99_bucket(buckets: dict[float, float]) -> float:
     return float("inf")
 
 
+def _cpu_s(pids: dict[int, str]) -> dict[int, float]:
+    """CPU seconds (user + system, all threads) each process has used so far."""
+    used: dict[int, float] = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        used[pid] = times.user + times.system
+    return used
+
+
+def _cpu_ms_per_s(
+    pids: dict[int, str], before: dict[int, float], after: dict[int, float], seconds: float
+) -> dict[str, float]:
+    """Milliseconds of CPU per second per process, averaged within each role."""
+    per_role: dict[str, list[float]] = defaultdict(list)
+    for pid, role in pids.items():
+        if pid in before and pid in after:
+            per_role[role].append((after[pid] - before[pid]) * 1000 / seconds)
+    return {role: sum(v) / len(v) for role, v in per_role.items()}
+
+
 def run(workers: int, speed: float, window_s: float, symbols: int = 2) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stratrun-cap-") as tmp:
         cfg = Path(tmp) / "capacity.toml"
@@ -127,6 +153,7 @@ def run(workers: int, speed: float, window_s: float, symbols: int = 2) -> dict[s
         try:
             client = ControlClient(run_dir.endpoint("control"), timeout_s=5)
             url = ""
+            pids: dict[int, str] = {}
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 try:
@@ -137,13 +164,17 @@ def run(workers: int, speed: float, window_s: float, symbols: int = 2) -> dict[s
                     url = next(
                         r.detail["metrics_url"] for r in reply.rows if r.role == "aggregator"
                     )
+                    pids = {r.pid: str(r.role) for r in reply.rows if r.pid}
+                    pids[manager.pid] = "manager"
                     break
                 time.sleep(0.2)  # polling another process until it is ready
             if not url:
                 raise SystemExit(f"{workers} workers never all became ready")
             time.sleep(2.0)  # let start-up settle before the measured window opens
             before = histogram(url)
+            cpu_before, load_before, started = _cpu_s(pids), os.getloadavg()[0], time.monotonic()
             time.sleep(window_s)  # the measured window: candles flow, workers decide
+            cpu_after, elapsed = _cpu_s(pids), time.monotonic() - started
             after = histogram(url)
             counts = data_path_counts(url)
         finally:
@@ -158,6 +189,7 @@ def run(workers: int, speed: float, window_s: float, symbols: int = 2) -> dict[s
         for bound, count in diff.items():
             overall[bound] += count
     worst = min(per_strategy.values(), key=lambda b: _share_within(b, 0.01))
+    cpu = _cpu_ms_per_s(pids, cpu_before, cpu_after, elapsed)
     return {
         "workers": workers,
         "decisions": overall.get(float("inf"), 0.0),
@@ -168,6 +200,10 @@ def run(workers: int, speed: float, window_s: float, symbols: int = 2) -> dict[s
         "gaps": counts.get("candle_gaps", 0.0),
         "missed": counts.get("candles_missed", 0.0),
         "backfilled": counts.get("candles_backfilled", 0.0),
+        # CPU per process (ms per second of the window), mean within a role: what each
+        # worker pays for its candles and its timed duties, robust to other load.
+        "cpu_ms_per_s": {role: round(ms, 2) for role, ms in sorted(cpu.items())},
+        "load_average": (round(load_before, 2), round(os.getloadavg()[0], 2)),
     }
 
 
@@ -195,6 +231,8 @@ def main() -> None:
             f"| <= {r['worst_p99_bucket'] * 1000:g} |"
         )
         print(lines[-1], flush=True)
+        cpu = ", ".join(f"{role} {ms:g}" for role, ms in r["cpu_ms_per_s"].items())
+        print(f"  CPU ms per second per process: {cpu}; load average {r['load_average']}")
     summary = f"Largest N tried with every worker's p99 within 10 ms: {largest or 'none'}."
     print(summary)
     if args.record:

@@ -113,6 +113,9 @@ class PositionLifecycleService:
         self._emit = emit
         self.initial_cash = cash
         self.cash = cash  # less entry fees when opened, plus gross PnL less exit fees when closed
+        # Bumped whenever the cash or what is held (open or closing) changes: whoever follows
+        # the equity candle by candle only looks again when it moved.
+        self.changes = 0
         self._active: dict[str, ManagedPosition] = {}  # pending or open, by symbol
         self._closing: dict[str, ManagedPosition] = {}  # by exit order id
         self._pending: dict[str, ManagedPosition] = {}  # by entry order id
@@ -201,6 +204,7 @@ class PositionLifecycleService:
         if position is None:
             raise LifecycleError(f"{symbol}: no position to close")
         position.move(_CLOSING)
+        self.changes += 1  # it moves from the open positions to the closing ones
         position.exit_order_id = order_id
         position.exit_reason = reason
         del self._active[symbol]
@@ -217,6 +221,7 @@ class PositionLifecycleService:
         """Apply a fill of one of our orders; returns the position it moved."""
         if (position := self._pending.pop(fill.order_id, None)) is not None:
             position.move(_OPEN)
+            self.changes += 1
             position.quantity = fill.quantity  # set at the fill when sized by equity
             self.cash -= fill.fee
             position.entry_price = position.last_price = fill.price
@@ -235,6 +240,7 @@ class PositionLifecycleService:
             )
             return position
         if (position := self._closing.pop(fill.order_id, None)) is not None:
+            self.changes += 1
             self._close(position, fill)
             return position
         return None
@@ -293,6 +299,7 @@ class PositionLifecycleService:
     ) -> None:
         """Take back the open positions the journal holds (after a restart), and the last
         closed one of each symbol (what :meth:`last_closed` answers)."""
+        self.changes += 1
         self.realized_pnl = realized_pnl
         self.cash = self.initial_cash + realized_pnl - sum(p.entry_fee for p in positions)
         for c in last_closed:

@@ -250,9 +250,11 @@ class _Held:
         if processed == 0:
             equity[:] = self.before
             return
-        at = np.array(self.at, dtype=np.int64)
-        # The holdings after each candle: those noted after it or the last candle before it.
-        state = np.searchsorted(at, np.arange(processed - 1, dtype=np.int64), side="right")
+        # The holdings after each candle: those noted after it or the last candle before it,
+        # i.e. how many notes were taken up to it (at most one per candle).
+        noted = np.zeros(processed, dtype=np.int64)
+        noted[self.at] = 1
+        state = np.cumsum(noted[: processed - 1])
         equity[: processed - 1] = _equity_between(self.held, state, close[: processed - 1])
         equity[processed - 1 :] = self._positions.equity()
 

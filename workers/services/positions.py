@@ -203,7 +203,9 @@ class PositionLifecycleService:
         position = self._active.get(symbol)
         if position is None:
             raise LifecycleError(f"{symbol}: no position to close")
-        position.move(_CLOSING)
+        if position.state is not _OPEN:
+            position.move(_CLOSING)  # raises: only an open position closes
+        position.state = _CLOSING
         self.changes += 1  # it moves from the open positions to the closing ones
         position.exit_order_id = order_id
         position.exit_reason = reason
@@ -220,7 +222,9 @@ class PositionLifecycleService:
     def on_fill(self, fill: OrderFilled) -> ManagedPosition | None:
         """Apply a fill of one of our orders; returns the position it moved."""
         if (position := self._pending.pop(fill.order_id, None)) is not None:
-            position.move(_OPEN)
+            if position.state is not _PENDING:
+                position.move(_OPEN)  # raises
+            position.state = _OPEN
             self.changes += 1
             position.quantity = fill.quantity  # set at the fill when sized by equity
             self.cash -= fill.fee
@@ -332,30 +336,41 @@ class PositionLifecycleService:
             )
 
     def _close(self, position: ManagedPosition, fill: OrderFilled) -> None:
-        position.move(_CLOSED)
-        position.exit_price = fill.price
-        position.exit_fee = fill.fee
+        if position.state is not _CLOSING:
+            position.move(_CLOSED)  # raises
+        position.state = _CLOSED
+        price, fee = fill.price, fill.fee
+        position.exit_price = price
+        position.exit_fee = fee
         position.closed_at = fill.fill_time
-        position.last_price = fill.price
-        gross = (fill.price - position.entry_price) * position.quantity * position.direction
-        position.realized_pnl = gross - position.entry_fee - fill.fee
-        self.cash += gross - fill.fee
-        self.realized_pnl += position.realized_pnl
+        position.last_price = price
+        entry, quantity = position.entry_price, position.quantity
+        direction = 1.0 if position.side == "long" else -1.0
+        gross = (price - entry) * quantity * direction
+        position.realized_pnl = pnl = gross - position.entry_fee - fee
+        self.cash += gross - fee
+        self.realized_pnl += pnl
         self.closed.append(position)
+        # ManagedPosition.mae and .mfe written out (the same operations, so the same values).
+        if entry:
+            mae = min(0.0, (position.worst_price - entry) * quantity * direction)
+            mfe = max(0.0, (position.best_price - entry) * quantity * direction)
+        else:
+            mae = mfe = 0.0
         self._emit(
             PositionClosed(
                 position.symbol,
                 position.side,
-                position.quantity,
-                position.entry_price,
-                fill.price,
-                position.entry_fee + fill.fee,
-                position.realized_pnl,
+                quantity,
+                entry,
+                price,
+                position.entry_fee + fee,
+                pnl,
                 position.opened_at,
                 fill.fill_time,
                 position.exit_reason,
-                position.mae,
-                position.mfe,
+                mae,
+                mfe,
             )
         )
 

@@ -159,7 +159,10 @@ class PositionLifecycleService:
     def held_in_equity_order(self) -> list[ManagedPosition]:
         """Positions holding exposure, in the order :meth:`equity` adds them (the open ones,
         then those still closing): a sum over them repeats its floats exactly."""
-        return [*self.open_positions(), *self._closing.values()]
+        held = [p for p in self._active.values() if p.state is _OPEN]  # open_positions()
+        if self._closing:
+            held.extend(self._closing.values())
+        return held
 
     @property
     def unrealized_pnl(self) -> float:

@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from _results import record
 
 from runtime.control_client import ControlClient
-from runtime.messages import PsReply, PsRequest
+from runtime.messages import ProcessRow, PsReply, PsRequest
 from runtime.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +80,7 @@ def run(workers: int) -> dict[str, float]:
         try:
             ready_at = 0.0
             ready_wall_ns = 0
+            cpu_from: dict[str, tuple[str, psutil.Process, float]] = {}
             deadline = started + 300
             while time.monotonic() < deadline:
                 try:
@@ -88,6 +90,7 @@ def run(workers: int) -> dict[str, float]:
                 if rows and not ready_at and all(r.state == "running" for r in rows):
                     ready_at = time.monotonic()
                     ready_wall_ns = time.time_ns()
+                    cpu_from = _cpu_start(rows)
                 w = [r for r in rows if r.role == "worker"]
                 if w and all(r.candles >= CANDLES for r in w):
                     break
@@ -103,6 +106,7 @@ def run(workers: int) -> dict[str, float]:
                 if all(_counted(db, r.name) >= CANDLES for r in worker_rows):
                     break
                 time.sleep(0.1)  # polling another process's journal
+            cpu_us = _cpu_per_candle(cpu_from, CANDLES, len(worker_rows))
             done_ns = max(_completed_ns(db, r.name) for r in worker_rows)
             journaled = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
             db.close()
@@ -121,7 +125,38 @@ def run(workers: int) -> dict[str, float]:
         "candles_delivered_per_s": CANDLES * workers / replay_s,
         "candles_lost": lost,
         "events_journaled": journaled,
+        **cpu_us,
     }
+
+
+def _cpu_start(rows: list[ProcessRow]) -> dict[str, tuple[str, psutil.Process, float]]:
+    """Each process's CPU time (user + system) so far, by name, with its role."""
+    start: dict[str, tuple[str, psutil.Process, float]] = {}
+    for r in rows:
+        try:
+            proc = psutil.Process(r.pid)
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        start[r.name] = (r.role, proc, t.user + t.system)
+    return start
+
+
+def _cpu_per_candle(
+    start: dict[str, tuple[str, psutil.Process, float]], candles: int, workers: int
+) -> dict[str, float]:
+    """CPU microseconds per candle spent since ``start``, by role: the broker's per candle
+    published, a worker's (their mean) and the aggregator's per candle decided by a worker.
+    Robust to other load on the machine, unlike the wall-clock rate."""
+    spent: dict[str, float] = {}
+    for role, proc, before in start.values():
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        spent[role] = spent.get(role, 0.0) + t.user + t.system - before
+    per = {"broker": candles, "worker": candles * workers, "aggregator": candles * workers}
+    return {f"cpu_us_{role}": s * 1e6 / per[role] for role, s in spent.items() if role in per}
 
 
 def _counted(db: sqlite3.Connection, strategy_id: str) -> int:
@@ -156,15 +191,19 @@ def main() -> None:
     results = [run(n) for n in args.workers]
     lines = [
         "| workers | start to all ready (s) | replay (s) | candles/s per worker "
-        "| candles delivered/s | lost | events journaled |",
-        "|---|---|---|---|---|---|---|",
+        "| candles delivered/s | lost | events journaled "
+        "| CPU us/candle: worker, aggregator, broker |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['workers']} | {r['start_to_all_ready_s']:.2f} | {r['replay_s']:.2f} "
             f"| {r['candles_per_worker_per_s']:,.0f} | {r['candles_delivered_per_s']:,.0f} "
-            f"| {r['candles_lost']:.0f} | {r['events_journaled']:.0f} |"
+            f"| {r['candles_lost']:.0f} | {r['events_journaled']:.0f} "
+            f"| {r.get('cpu_us_worker', 0):.1f}, {r.get('cpu_us_aggregator', 0):.1f}, "
+            f"{r.get('cpu_us_broker', 0):.1f} |"
         )
+    print(f"load average {os.getloadavg()[0]:.2f}")
     print("\n".join(lines))
     if args.record:
         record(

@@ -45,6 +45,7 @@ class Outbox:
         # last seq of a batch -> (its event count, its frame)
         self._unacked: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._unacked_events = 0
+        self.before_flush: Callable[[], None] | None = None  # called first by every flush
 
     def emit(self, body: EventBody) -> Event:
         """Wrap ``body`` in an envelope with the next seq; it goes out with the next flush."""
@@ -58,6 +59,8 @@ class Outbox:
 
     def flush(self, cursor: dict[str, int], epoch: str = "") -> int:
         """Send what was emitted since the last flush as one batch; returns how many events."""
+        if self.before_flush is not None:
+            self.before_flush()
         events = self._open
         if not events:
             return 0

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -32,14 +33,34 @@ DATA = REPO / "examples" / "data" / "crypto" / "UNITTEST-BTC-1m.csv"
 CANDLES = sum(1 for _ in DATA.open()) - 1
 
 
-def config(workers: int) -> str:
+def laps_csv(laps: int, directory: Path) -> tuple[Path, int]:
+    """The data replayed ``laps`` times back to back (open times moved on, one minute
+    apart), for a run long enough that CPU times and py-spy samples mean something;
+    returns the file and its number of candles."""
+    if laps <= 1:
+        return DATA, CANDLES
+    header, *rows = DATA.read_text().splitlines()
+    step = 60_000
+    first = int(datetime.fromisoformat(rows[0].split(",", 1)[0]).timestamp() * 1000)
+    out = [header]
+    for i in range(laps * len(rows)):
+        stamp = datetime.fromtimestamp((first + i * step) / 1000, UTC)
+        out.append(
+            stamp.strftime("%Y-%m-%dT%H:%M:%SZ") + "," + rows[i % len(rows)].split(",", 1)[1]
+        )
+    path = directory / "laps.csv"
+    path.write_text("\n".join(out) + "\n")
+    return path, len(out) - 1
+
+
+def config(workers: int, data: Path = DATA) -> str:
     head = f"""
 [broker]
 speed = 0
 [[broker.feeds]]
 symbol = "UNITTEST-BTC"
 timeframe = "1m"
-path = "{DATA}"
+path = "{data}"
 [aggregator]
 metrics_port = 0
 [defaults]
@@ -65,10 +86,11 @@ def ps(run_dir: RunDir) -> PsReply:
     return reply
 
 
-def run(workers: int) -> dict[str, float]:
+def run(workers: int, laps: int = 1) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="stratrun-bench-") as tmp:
+        data, candles = laps_csv(laps, Path(tmp))
         cfg = Path(tmp) / "bench.toml"
-        cfg.write_text(config(workers))
+        cfg.write_text(config(workers, data))
         run_dir = RunDir.at(Path(tmp) / "run")
         started = time.monotonic()
         manager = subprocess.Popen(
@@ -92,22 +114,22 @@ def run(workers: int) -> dict[str, float]:
                     ready_wall_ns = time.time_ns()
                     cpu_from = _cpu_start(rows)
                 w = [r for r in rows if r.role == "worker"]
-                if w and all(r.candles >= CANDLES for r in w):
+                if w and all(r.candles >= candles for r in w):
                     break
                 time.sleep(0.02)  # polling another process's figures
             else:
                 raise SystemExit("timed out")
             worker_rows = [r for r in rows if r.role == "worker"]
-            lost = sum(CANDLES - r.candles for r in worker_rows)
+            lost = sum(candles - r.candles for r in worker_rows)
             # Every candle decided; now wait for the journal to hold it (the aggregator may
             # still be committing a backlog), then stop.
             db = sqlite3.connect(f"file:{run_dir.journal}?mode=ro", uri=True)
             while time.monotonic() < deadline:
-                if all(_counted(db, r.name) >= CANDLES for r in worker_rows):
+                if all(_counted(db, r.name) >= candles for r in worker_rows):
                     break
                 time.sleep(0.1)  # polling another process's journal
-            cpu_us = _cpu_per_candle(cpu_from, CANDLES, len(worker_rows))
-            done_ns = max(_completed_ns(db, r.name) for r in worker_rows)
+            cpu_us = _cpu_per_candle(cpu_from, candles, len(worker_rows))
+            done_ns = max(_completed_ns(db, r.name, candles) for r in worker_rows)
             journaled = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
             db.close()
             manager.send_signal(signal.SIGTERM)
@@ -121,8 +143,8 @@ def run(workers: int) -> dict[str, float]:
         "workers": workers,
         "start_to_all_ready_s": ready_at - started,
         "replay_s": replay_s,
-        "candles_per_worker_per_s": CANDLES / replay_s,
-        "candles_delivered_per_s": CANDLES * workers / replay_s,
+        "candles_per_worker_per_s": candles / replay_s,
+        "candles_delivered_per_s": candles * workers / replay_s,
         "candles_lost": lost,
         "events_journaled": journaled,
         **cpu_us,
@@ -169,26 +191,29 @@ def _counted(db: sqlite3.Connection, strategy_id: str) -> int:
     return int(row[0])
 
 
-def _completed_ns(db: sqlite3.Connection, strategy_id: str) -> int:
-    """Worker clock time of the Stats event that brought its candle count to CANDLES."""
+def _completed_ns(db: sqlite3.Connection, strategy_id: str, candles: int) -> int:
+    """Worker clock time of the Stats event that brought its candle count to ``candles``."""
     seen = 0
-    for ts_ns, candles in db.execute(
+    for ts_ns, counted in db.execute(
         "SELECT ts_ns, json_extract(body, '$.candles') FROM events "
         "WHERE strategy_id = ? AND kind = 'stats' ORDER BY seq",
         (strategy_id,),
     ):
-        seen += candles
-        if seen >= CANDLES:
+        seen += counted
+        if seen >= candles:
             return int(ts_ns)
-    raise SystemExit(f"{strategy_id} journaled only {seen} of {CANDLES} candles")
+    raise SystemExit(f"{strategy_id} journaled only {seen} of {candles} candles")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 3, 10])
+    parser.add_argument(
+        "--laps", type=int, default=1, help="replay the data this many times in a row"
+    )
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     args = parser.parse_args()
-    results = [run(n) for n in args.workers]
+    results = [run(n, args.laps) for n in args.workers]
     lines = [
         "| workers | start to all ready (s) | replay (s) | candles/s per worker "
         "| candles delivered/s | lost | events journaled "

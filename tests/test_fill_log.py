@@ -11,7 +11,7 @@ import pytest
 from runtime.log_handler import RotatingJsonHandler
 from runtime.logfmt import decode_line, format_ts
 from runtime.messages import OrderFilled
-from workers.fill_log import FillLog
+from workers.fill_log import DELAY_S, LIMIT, FillLog
 from workers.outbox import Outbox
 
 FILL = OrderFilled("s1-000007", "ETH-BTC", "buy", 0.25, 0.031234567891, 0.0000078, 0)
@@ -63,25 +63,36 @@ def test_written_at_flush_as_logging_writes_them(
     )
 
 
-def test_held_until_the_outbox_flushes_then_written_in_order(
-    logged: tuple[logging.Logger, RotatingJsonHandler],
+def test_held_until_due_then_written_in_order(
+    logged: tuple[logging.Logger, RotatingJsonHandler], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     logger, handler = logged
     fills = FillLog(logger)
     sent: list[bytes] = []
     outbox = Outbox("s1", 0, sent.append)
-    outbox.before_flush = fills.flush
+    outbox.before_flush = fills.flush_due
+    clock = [1_790_000_000.0]
+    monkeypatch.setattr("time.time", lambda: clock[0])
     for _ in range(3):
         fills.add(FILL, "ETH-BTC")
-    assert _lines(handler) == []  # nothing written on the candle's path
     outbox.emit(FILL)
     outbox.flush({})
-    assert [decode_line(t).msg for t in _lines(handler)] == [MESSAGE] * 3
     assert len(sent) == 1
+    assert _lines(handler) == []  # nothing written on the candle's path
+    clock[0] += DELAY_S * 1.5
+    outbox.flush({})  # the worker's loop flushes its outbox on every turn
+    assert [decode_line(t).msg for t in _lines(handler)] == [MESSAGE] * 3
+    fills.add(FILL, "ETH-BTC")
+    logger.warning("after")  # any other line: the fill line goes first
     fills.add(FILL, "ETH-BTC")
     fills.close()  # the container closing writes what is left
-    logger.warning("after")  # and no longer calls it
-    assert [decode_line(t).msg for t in _lines(handler)] == [MESSAGE] * 4 + ["after"]
+    logger.warning("closed")  # and no longer calls it
+    monkeypatch.undo()
+    assert [decode_line(t).msg for t in _lines(handler)] == [MESSAGE] * 4 + [
+        "after",
+        MESSAGE,
+        "closed",
+    ]
     assert handler.before_line == []
 
 
@@ -99,11 +110,11 @@ def test_many_waiting_are_written_without_a_flush(
 ) -> None:
     logger, handler = logged
     fills = FillLog(logger)
-    for _ in range(1000):
+    for _ in range(LIMIT * 3 + 1):
         fills.add(FILL, "ETH-BTC")
-    assert 500 <= len(_lines(handler)) < 1000  # bounded memory in a run nobody flushes
+    assert len(_lines(handler)) == LIMIT * 3  # bounded memory in a run nobody flushes
     fills.flush()
-    assert len(_lines(handler)) == 1000
+    assert len(_lines(handler)) == LIMIT * 3 + 1
 
 
 def test_other_handlers_and_filters_get_records(

@@ -76,9 +76,9 @@ class StrategyRunner:
         self.container: StrategyServiceContainer = build_container(
             config, self.emit, first_order_number=outbox.last_seq + 1, logger=logger
         )
-        # "filled ..." lines, written when the candle's events go out (see workers.fill_log)
+        # "filled ..." lines, written in bulk (see workers.fill_log)
         self._fill_log = fill_log = FillLog(logger)
-        outbox.before_flush = fill_log.flush
+        outbox.before_flush = fill_log.flush_due
 
         def close_logs() -> None:
             fill_log.close()

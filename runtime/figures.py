@@ -99,7 +99,9 @@ class Figures:
     def apply(self, event: Event) -> None:
         """Fold one journaled event in (call once per event: the journal deduplicates)."""
         with self._lock:
-            fig = self._by_strategy.setdefault(event.strategy_id, StrategyFigures())
+            fig = self._by_strategy.get(event.strategy_id)
+            if fig is None:  # not setdefault: that would build one per event
+                fig = self._by_strategy[event.strategy_id] = StrategyFigures()
             body = event.body
             fig.events_by_kind[type(body).__struct_config__.tag] += 1  # type: ignore[index]
             fig.last_seq = max(fig.last_seq, event.seq)

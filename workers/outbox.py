@@ -65,7 +65,8 @@ class Outbox:
         if not events:
             return 0
         self._open = []
-        frame = ENCODER.encode(EventBatch(self.strategy_id, events, dict(cursor), epoch))
+        # Encoded at once: the batch is never kept, so the live cursor needs no copy.
+        frame = ENCODER.encode(EventBatch(self.strategy_id, events, cursor, epoch))
         self._unacked[events[-1].seq] = (len(events), frame)
         self._unacked_events += len(events)
         self.batches_sent += 1

@@ -114,7 +114,7 @@ def run(workers: int, laps: int = 1) -> dict[str, float]:
                     rows = ps(run_dir).rows
                 except Exception:
                     rows = []
-                if not ready_at and len(rows) == workers + 2:
+                if not ready_at and len(rows) == workers + 2 and all(r.pid > 0 for r in rows):
                     snapshots.append((time.time_ns(), _cpu_start(rows)))
                 if rows and not ready_at and all(r.state == "running" for r in rows):
                     ready_at = time.monotonic()
@@ -140,7 +140,9 @@ def run(workers: int, laps: int = 1) -> dict[str, float]:
             if not before:
                 print("CPU counted from after the feed started: too low", file=sys.stderr)
             cpu_from = before[-1] if before else snapshots[-1][1]
-            cpu_us = _cpu_per_candle(cpu_from, candles, len(worker_rows))
+            pids = {r.pid for r in rows}  # a process that changed pid since is left out
+            kept = {k: v for k, v in cpu_from.items() if v[1].pid in pids}
+            cpu_us = _cpu_per_candle(kept, candles, len(worker_rows))
             done_ns = max(_completed_ns(db, r.name, candles) for r in worker_rows)
             journaled = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
             db.close()
@@ -197,14 +199,16 @@ def _cpu_per_candle(
     published, a worker's (their mean) and the aggregator's per candle decided by a worker.
     Robust to other load on the machine, unlike the wall-clock rate."""
     spent: dict[str, float] = {}
+    measured = 0  # workers
     for role, proc, before in start.values():
         try:
             t = proc.cpu_times()
         except psutil.Error:
             continue
         spent[role] = spent.get(role, 0.0) + t.user + t.system - before
-    per = {"broker": candles, "worker": candles * workers, "aggregator": candles * workers}
-    return {f"cpu_us_{role}": s * 1e6 / per[role] for role, s in spent.items() if role in per}
+        measured += role == "worker"
+    per = {"broker": candles, "worker": candles * measured, "aggregator": candles * workers}
+    return {f"cpu_us_{role}": s * 1e6 / per[role] for role, s in spent.items() if per.get(role)}
 
 
 def _counted(db: sqlite3.Connection, strategy_id: str) -> int:
@@ -231,6 +235,11 @@ def _completed_ns(db: sqlite3.Connection, strategy_id: str, candles: int) -> int
     raise SystemExit(f"{strategy_id} journaled only {seen} of {candles} candles")
 
 
+def _us(result: dict[str, float], role: str) -> str:
+    value = result.get(f"cpu_us_{role}")
+    return "-" if value is None else f"{value:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 3, 10])
@@ -251,8 +260,7 @@ def main() -> None:
             f"| {r['workers']} | {r['start_to_all_ready_s']:.2f} | {r['replay_s']:.2f} "
             f"| {r['candles_per_worker_per_s']:,.0f} | {r['candles_delivered_per_s']:,.0f} "
             f"| {r['candles_lost']:.0f} | {r['events_journaled']:.0f} "
-            f"| {r.get('cpu_us_worker', 0):.1f}, {r.get('cpu_us_aggregator', 0):.1f}, "
-            f"{r.get('cpu_us_broker', 0):.1f} |"
+            f"| {', '.join(_us(r, role) for role in ('worker', 'aggregator', 'broker'))} |"
         )
     print(f"load average {os.getloadavg()[0]:.2f}")
     print("\n".join(lines))

@@ -139,7 +139,7 @@ def run(workers: int, laps: int = 1) -> dict[str, float]:
             before = [snap for t, snap in snapshots if t <= start_ns]
             if not before:
                 print("CPU counted from after the feed started: too low", file=sys.stderr)
-            cpu_from = before[-1] if before else snapshots[-1][1]
+            cpu_from = before[-1] if before else snapshots[-1][1] if snapshots else {}
             pids = {r.pid for r in rows}  # a process that changed pid since is left out
             kept = {k: v for k, v in cpu_from.items() if v[1].pid in pids}
             cpu_us = _cpu_per_candle(kept, candles, len(worker_rows))

@@ -31,6 +31,7 @@ from runtime.messages import (
 __all__ = ["Figures", "ProcessTable", "StrategyFigures"]
 
 _EPSILON = 1e-12
+_TAGS: dict[type, str] = {}  # body type -> its tag (the kind)
 
 
 @dataclass(slots=True)
@@ -99,9 +100,14 @@ class Figures:
     def apply(self, event: Event) -> None:
         """Fold one journaled event in (call once per event: the journal deduplicates)."""
         with self._lock:
-            fig = self._by_strategy.setdefault(event.strategy_id, StrategyFigures())
+            fig = self._by_strategy.get(event.strategy_id)
+            if fig is None:  # not setdefault: that would build one per event
+                fig = self._by_strategy[event.strategy_id] = StrategyFigures()
             body = event.body
-            fig.events_by_kind[type(body).__struct_config__.tag] += 1  # type: ignore[index]
+            kind = _TAGS.get(type(body))
+            if kind is None:
+                kind = _TAGS[type(body)] = str(type(body).__struct_config__.tag)
+            fig.events_by_kind[kind] += 1
             fig.last_seq = max(fig.last_seq, event.seq)
             fig.last_event_ns = max(fig.last_event_ns, event.ts_ns)
             match body:

@@ -83,8 +83,16 @@ class Journal:
         events that were not already there."""
         if not events and not batches:
             return []
+        kinds, encode = _KINDS, _encode_body
         rows = [
-            (e.strategy_id, e.seq, e.ts_ns, _kind(e), _encode_body(e.body).decode()) for e in events
+            (
+                e.strategy_id,
+                e.seq,
+                e.ts_ns,
+                kinds.get(type(e.body)) or _kind(e),
+                encode(e.body).decode(),
+            )
+            for e in events
         ]
         db = self._db
         db.execute("BEGIN")

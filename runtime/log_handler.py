@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from runtime.logfmt import LogLine, encode_line, format_ts
@@ -82,6 +83,9 @@ class RotatingJsonHandler(logging.Handler):
         self.setFormatter(self.formatter_json)
         self._fd = self._open()
         self.rotations = 0
+        # Called before each line is written: whoever holds lines back to write them in
+        # bulk (workers.fill_log) writes them first, so the file keeps the order of events.
+        self.before_line: list[Callable[[], None]] = []
 
     def _open(self) -> int:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -97,14 +101,27 @@ class RotatingJsonHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = encode_line(self.formatter_json.line(record))
-            if self.max_bytes > 0:
-                size = os.fstat(self._fd).st_size  # includes what fds 1 and 2 wrote
-                if size and size + len(data) > self.max_bytes:
-                    self._rotate()
-            _write_all(self._fd, data)
+            for flush in self.before_line:
+                flush()
+            self._append(encode_line(self.formatter_json.line(record)))
         except Exception:
             self.handleError(record)
+
+    def write(self, lines: bytes) -> None:
+        """Append ``lines`` (whole JSON lines, each ending in a newline) in one write."""
+        self.acquire()
+        try:
+            if self._fd >= 0:  # not closed
+                self._append(lines)
+        finally:
+            self.release()
+
+    def _append(self, data: bytes) -> None:
+        if self.max_bytes > 0:
+            size = os.fstat(self._fd).st_size  # includes what fds 1 and 2 wrote
+            if size and size + len(data) > self.max_bytes:
+                self._rotate()
+        _write_all(self._fd, data)
 
     def _rotate(self) -> None:
         if self.backups > 0:

@@ -45,6 +45,7 @@ class Outbox:
         # last seq of a batch -> (its event count, its frame)
         self._unacked: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._unacked_events = 0
+        self.before_flush: Callable[[], None] | None = None  # called first by every flush
 
     def emit(self, body: EventBody) -> Event:
         """Wrap ``body`` in an envelope with the next seq; it goes out with the next flush."""
@@ -58,11 +59,14 @@ class Outbox:
 
     def flush(self, cursor: dict[str, int], epoch: str = "") -> int:
         """Send what was emitted since the last flush as one batch; returns how many events."""
+        if self.before_flush is not None:
+            self.before_flush()
         events = self._open
         if not events:
             return 0
         self._open = []
-        frame = ENCODER.encode(EventBatch(self.strategy_id, events, dict(cursor), epoch))
+        # Encoded at once: the batch is never kept, so the live cursor needs no copy.
+        frame = ENCODER.encode(EventBatch(self.strategy_id, events, cursor, epoch))
         self._unacked[events[-1].seq] = (len(events), frame)
         self._unacked_events += len(events)
         self.batches_sent += 1

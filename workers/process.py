@@ -574,6 +574,7 @@ class _Worker:
         last_seq, last_time = self.seqs.last, self.last_open_time
         on_candle, add_latency, arrived = runner.on_candle, self.latency.add, self._arrived
         acted = self.acted_until.get(stream, 0)
+        time_ns = time.time_ns
         lag = -1.0
         for candle in candles:
             seq = candle.seq
@@ -588,11 +589,12 @@ class _Worker:
             on_candle(candle)
             last_seq[stream] = seq
             last_time[stream] = candle.open_time
-            if candle.publish_ns:
-                lag = (time.time_ns() - candle.publish_ns) / 1e9
+            publish_ns = candle.publish_ns
+            if publish_ns:
+                lag = (time_ns() - publish_ns) / 1e9
                 add_latency(lag)
                 if not self.batch_publish_ns:
-                    self.batch_publish_ns = candle.publish_ns
+                    self.batch_publish_ns = publish_ns
         if lag >= 0.0:
             self.lag_s = lag
         self._beat()

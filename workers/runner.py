@@ -30,6 +30,7 @@ from runtime.messages import (
 )
 from workers.container import StrategyServiceContainer
 from workers.factory import build_container
+from workers.fill_log import FillLog
 from workers.loader import load_strategy_class
 from workers.outbox import Outbox
 from workers.services.actions import ClosePosition
@@ -75,7 +76,15 @@ class StrategyRunner:
         self.container: StrategyServiceContainer = build_container(
             config, self.emit, first_order_number=outbox.last_seq + 1, logger=logger
         )
-        self.container.on_close.append(lambda: logger.removeHandler(self._handler))
+        # "filled ..." lines, written in bulk (see workers.fill_log)
+        self._fill_log = fill_log = FillLog(logger)
+        outbox.before_flush = fill_log.flush_due
+
+        def close_logs() -> None:
+            fill_log.close()
+            logger.removeHandler(self._handler)
+
+        self.container.on_close.append(close_logs)
         cls = load_strategy_class(config.class_path)
         params = msgspec.convert(config.params, cls.Params)
         self.strategy: Strategy = cls(self.container, params)
@@ -225,15 +234,7 @@ class StrategyRunner:
             if self._waiting:  # most candles have no order waiting
                 for fill in self._fills(candle):
                     self._ledger.on_fill(fill, c.positions.on_fill(fill))
-                    self.log.info(
-                        "filled %s %s %g %s @ %.8g (fee %.6g)",
-                        fill.order_id,
-                        fill.side,
-                        fill.quantity,
-                        symbol,
-                        fill.price,
-                        fill.fee,
-                    )
+                    self._fill_log.add(fill, symbol)
                     self._guarded("on_fill", self.strategy.on_fill, fill)
                 if self.state == "errored":
                     self._account_point(candle.open_time)  # the fills it had taken

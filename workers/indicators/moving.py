@@ -69,46 +69,62 @@ class SmaPair:
     """Two :class:`SMA` of the same values, updated together: ``update(x)`` answers whether
     the first is above the second (``None`` until both windows are full).
 
-    What a crossover needs on every candle in one call; the short path of both averages is
-    :meth:`SMA.update`'s, written out (same operations, same values to the last bit).
+    What a crossover needs on every candle in one call. Once both windows are full the pair
+    keeps the two running totals itself and re-sums both on one countdown (two SMAs made and
+    fed together count down alike); the averages are the same divisions of the same totals
+    as :meth:`SMA.update`'s, so the same values to the last bit.
     """
 
-    __slots__ = ("first", "second")
+    __slots__ = ("_a", "_b", "_every", "_na", "_nb", "_resum_in", "_ta", "_tb", "_wa", "_wb")
 
     def __init__(self, first: int, second: int) -> None:
-        self.first = SMA(first)
-        self.second = SMA(second)
+        self._a = SMA(first)  # until both are full (and for good if they re-sum apart)
+        self._b = SMA(second)
+        self._na, self._nb = float(first), float(second)
+        self._wa: deque[float] | None = None  # the windows, once the pair runs on its own
+        self._wb: deque[float] | None = None
+        self._ta = self._tb = 0.0
+        self._resum_in = self._every = 0
+
+    @property
+    def first(self) -> float | None:
+        """The first average (``None`` until its window is full)."""
+        return self._a.value if self._wa is None else self._ta / self._na
+
+    @property
+    def second(self) -> float | None:
+        """The second average (``None`` until its window is full)."""
+        return self._b.value if self._wa is None else self._tb / self._nb
 
     def update(self, x: float) -> bool | None:
         """Add one value to both; ``first > second`` once both have an average."""
-        a, b = self.first, self.second
-        if a.value is None or b.value is None:  # warming up
-            first, second = a.update(x), b.update(x)
-            if first is None or second is None:
-                return None
-            return first > second
-        window = a._window
-        total = a._total - window[0] + x
-        window.append(x)
-        resum_in = a._resum_in - 1
+        wa, wb = self._wa, self._wb
+        if wa is None or wb is None:
+            return self._update_apart(x)
+        ta = self._ta - wa[0] + x
+        tb = self._tb - wb[0] + x
+        wa.append(x)
+        wb.append(x)
+        resum_in = self._resum_in - 1
         if resum_in:
-            a._resum_in = resum_in
+            self._resum_in = resum_in
         else:
-            total = math.fsum(window)
-            a._resum_in = a._resum_every
-        a._total = total
-        a.value = first = total / a.period
-        window = b._window
-        total = b._total - window[0] + x
-        window.append(x)
-        resum_in = b._resum_in - 1
-        if resum_in:
-            b._resum_in = resum_in
-        else:
-            total = math.fsum(window)
-            b._resum_in = b._resum_every
-        b._total = total
-        b.value = second = total / b.period
+            ta, tb = math.fsum(wa), math.fsum(wb)
+            self._resum_in = self._every
+        self._ta = ta
+        self._tb = tb
+        return ta / self._na > tb / self._nb
+
+    def _update_apart(self, x: float) -> bool | None:
+        """Each SMA updated on its own; the pair takes over once both are full."""
+        a, b = self._a, self._b
+        first, second = a.update(x), b.update(x)
+        if first is None or second is None:
+            return None
+        if a._resum_every == b._resum_every:  # then their countdowns are equal too
+            self._wa, self._wb = a._window, b._window
+            self._ta, self._tb = a._total, b._total
+            self._resum_in, self._every = a._resum_in, a._resum_every
         return first > second
 
 

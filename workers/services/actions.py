@@ -8,7 +8,7 @@ unless a Close of that position is queued before it (a reversal).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from runtime.messages import PositionSide
 from workers.services.positions import PositionLifecycleService, PositionState
@@ -18,8 +18,9 @@ __all__ = ["Action", "ActionQueueService", "ClosePosition", "OpenPosition"]
 _OPEN = PositionState.OPEN  # a module constant: faster to read than the enum member
 
 
-@dataclass(frozen=True, slots=True)
-class OpenPosition:
+# Structs rather than frozen dataclasses: built in C in a tenth of the time (a frozen
+# dataclass sets each field through object.__setattr__), and a reversal builds two.
+class OpenPosition(msgspec.Struct, frozen=True, gc=False):
     """Open a position on ``symbol`` (market order at the next candle's open)."""
 
     symbol: str
@@ -28,8 +29,7 @@ class OpenPosition:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class ClosePosition:
+class ClosePosition(msgspec.Struct, frozen=True, gc=False):
     """Close the open position on ``symbol``."""
 
     symbol: str

@@ -136,27 +136,23 @@ class PaperExecution:
         orders = self._pending[:]
         self._pending.clear()
         waiting: list[_Order] = []
+        symbol, open_, at = candle.symbol, candle.open, candle.open_time
+        slippage = self._slippage_rate
         for order in orders:
-            if order.symbol != candle.symbol:
+            order_id, order_symbol, side, quantity, fraction = order
+            if order_symbol != symbol:
                 waiting.append(order)
                 continue
-            sign = 1.0 if order.side == "buy" else -1.0
-            price = candle.open * (1.0 + sign * self._slippage_rate)
-            quantity = order.quantity
-            if order.fraction:
+            if slippage:
+                price = open_ * (1.0 + (slippage if side == "buy" else -slippage))
+            else:
+                price = open_  # what open * (1.0 + 0.0) is, to the last bit
+            if fraction:
                 quantity = self._size(order, price)
                 if quantity <= 0.0:
                     continue
             fee = quantity * price * self._fee_rate
-            fill = OrderFilled(
-                order.order_id,
-                order.symbol,
-                order.side,
-                quantity,
-                price,
-                fee,
-                candle.open_time,
-            )
+            fill = OrderFilled(order_id, symbol, side, quantity, price, fee, at)
             self._emit(fill)
             yield fill
         self._pending[:0] = waiting  # orders sent meanwhile come after

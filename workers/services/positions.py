@@ -113,6 +113,9 @@ class PositionLifecycleService:
         self._emit = emit
         self.initial_cash = cash
         self.cash = cash  # less entry fees when opened, plus gross PnL less exit fees when closed
+        # Bumped whenever the cash or what is held (open or closing) changes: whoever follows
+        # the equity candle by candle only looks again when it moved.
+        self.changes = 0
         self._active: dict[str, ManagedPosition] = {}  # pending or open, by symbol
         self._closing: dict[str, ManagedPosition] = {}  # by exit order id
         self._pending: dict[str, ManagedPosition] = {}  # by entry order id
@@ -156,7 +159,10 @@ class PositionLifecycleService:
     def held_in_equity_order(self) -> list[ManagedPosition]:
         """Positions holding exposure, in the order :meth:`equity` adds them (the open ones,
         then those still closing): a sum over them repeats its floats exactly."""
-        return [*self.open_positions(), *self._closing.values()]
+        held = [p for p in self._active.values() if p.state is _OPEN]  # open_positions()
+        if self._closing:
+            held.extend(self._closing.values())
+        return held
 
     @property
     def unrealized_pnl(self) -> float:
@@ -200,7 +206,10 @@ class PositionLifecycleService:
         position = self._active.get(symbol)
         if position is None:
             raise LifecycleError(f"{symbol}: no position to close")
-        position.move(_CLOSING)
+        if position.state is not _OPEN:
+            position.move(_CLOSING)  # raises: only an open position closes
+        position.state = _CLOSING
+        self.changes += 1  # it moves from the open positions to the closing ones
         position.exit_order_id = order_id
         position.exit_reason = reason
         del self._active[symbol]
@@ -216,7 +225,10 @@ class PositionLifecycleService:
     def on_fill(self, fill: OrderFilled) -> ManagedPosition | None:
         """Apply a fill of one of our orders; returns the position it moved."""
         if (position := self._pending.pop(fill.order_id, None)) is not None:
-            position.move(_OPEN)
+            if position.state is not _PENDING:
+                position.move(_OPEN)  # raises
+            position.state = _OPEN
+            self.changes += 1
             position.quantity = fill.quantity  # set at the fill when sized by equity
             self.cash -= fill.fee
             position.entry_price = position.last_price = fill.price
@@ -235,6 +247,7 @@ class PositionLifecycleService:
             )
             return position
         if (position := self._closing.pop(fill.order_id, None)) is not None:
+            self.changes += 1
             self._close(position, fill)
             return position
         return None
@@ -293,6 +306,7 @@ class PositionLifecycleService:
     ) -> None:
         """Take back the open positions the journal holds (after a restart), and the last
         closed one of each symbol (what :meth:`last_closed` answers)."""
+        self.changes += 1
         self.realized_pnl = realized_pnl
         self.cash = self.initial_cash + realized_pnl - sum(p.entry_fee for p in positions)
         for c in last_closed:
@@ -325,30 +339,41 @@ class PositionLifecycleService:
             )
 
     def _close(self, position: ManagedPosition, fill: OrderFilled) -> None:
-        position.move(_CLOSED)
-        position.exit_price = fill.price
-        position.exit_fee = fill.fee
+        if position.state is not _CLOSING:
+            position.move(_CLOSED)  # raises
+        position.state = _CLOSED
+        price, fee = fill.price, fill.fee
+        position.exit_price = price
+        position.exit_fee = fee
         position.closed_at = fill.fill_time
-        position.last_price = fill.price
-        gross = (fill.price - position.entry_price) * position.quantity * position.direction
-        position.realized_pnl = gross - position.entry_fee - fill.fee
-        self.cash += gross - fill.fee
-        self.realized_pnl += position.realized_pnl
+        position.last_price = price
+        entry, quantity = position.entry_price, position.quantity
+        direction = 1.0 if position.side == "long" else -1.0
+        gross = (price - entry) * quantity * direction
+        position.realized_pnl = pnl = gross - position.entry_fee - fee
+        self.cash += gross - fee
+        self.realized_pnl += pnl
         self.closed.append(position)
+        # ManagedPosition.mae and .mfe written out (the same operations, so the same values).
+        if entry:
+            mae = min(0.0, (position.worst_price - entry) * quantity * direction)
+            mfe = max(0.0, (position.best_price - entry) * quantity * direction)
+        else:
+            mae = mfe = 0.0
         self._emit(
             PositionClosed(
                 position.symbol,
                 position.side,
-                position.quantity,
-                position.entry_price,
-                fill.price,
-                position.entry_fee + fill.fee,
-                position.realized_pnl,
+                quantity,
+                entry,
+                price,
+                position.entry_fee + fee,
+                pnl,
                 position.opened_at,
                 fill.fill_time,
                 position.exit_reason,
-                position.mae,
-                position.mfe,
+                mae,
+                mfe,
             )
         )
 

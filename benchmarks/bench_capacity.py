@@ -54,9 +54,12 @@ def _data_file(symbol: str) -> Path:
     return DATA / f"{symbol.removesuffix('.2')}-5m.csv"
 
 
-def config(workers: int, speed: float, symbols: int = 2) -> str:
+def config(workers: int, speed: float, symbols: int = 2, background_nice: int | None = None) -> str:
     """N SMA workers spread round-robin over the first ``symbols`` bundled 5m pairs."""
+    runtime = "" if background_nice is None else f"background_nice = {background_nice}"
     text = f"""
+[runtime]
+{runtime}
 [broker]
 speed = {speed}
 [aggregator]
@@ -139,10 +142,16 @@ def _cpu_ms_per_s(
     return {role: sum(v) / len(v) for role, v in per_role.items()}
 
 
-def run(workers: int, speed: float, window_s: float, symbols: int = 2) -> dict[str, Any]:
+def run(
+    workers: int,
+    speed: float,
+    window_s: float,
+    symbols: int = 2,
+    background_nice: int | None = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stratrun-cap-") as tmp:
         cfg = Path(tmp) / "capacity.toml"
-        cfg.write_text(config(workers, speed, symbols))
+        cfg.write_text(config(workers, speed, symbols, background_nice))
         run_dir = RunDir.at(Path(tmp) / "run")
         manager = subprocess.Popen(
             [sys.executable, "-m", "runtime", "--run-dir", str(run_dir.root), "up", str(cfg)],
@@ -213,6 +222,9 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=1500.0, help="5 candles/s per stream")
     parser.add_argument("--window", type=float, default=20.0, help="measured seconds")
     parser.add_argument("--symbols", type=int, default=2, choices=range(1, len(SYMBOLS) + 1))
+    parser.add_argument(
+        "--background-nice", type=int, help="[runtime] background_nice (default: the config's)"
+    )
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     args = parser.parse_args()
     lines = [
@@ -222,7 +234,7 @@ def main() -> None:
     ]
     largest = 0
     for n in args.workers:
-        r = run(n, args.speed, args.window, args.symbols)
+        r = run(n, args.speed, args.window, args.symbols, args.background_nice)
         if r["p99_bucket"] <= 0.01 and r["worst_p99_bucket"] <= 0.01:
             largest = max(largest, n)
         lines.append(

@@ -110,8 +110,8 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
         starting each as a new interpreter.
     background_nice:
         How much nicer (lower CPU priority) than the broker and the workers the manager and
-        the aggregator run (Linux), so that the workers a candle wakes decide first; 0: the
-        same priority.
+        the aggregator run (Linux), so that the workers a candle wakes decide first; 0 (the
+        default): the same priority.
     log_level:
         Least level every process logs: debug, info, warning or error.
     log_max_bytes:
@@ -138,7 +138,7 @@ class RuntimeConfig(_Section, kw_only=True, frozen=True):
     max_rss_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
     restart: RestartSettings = RestartSettings()
     zygote: bool = True
-    background_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
+    background_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 10 * 2**20
     log_backups: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5

@@ -1,4 +1,4 @@
-"""CPU priority: the manager and the aggregator yield the CPU to the broker and the workers.
+"""CPU priority: with ``background_nice``, the manager and the aggregator yield the CPU.
 
 Every candle wakes all the workers of its stream at the same instant; whatever the manager
 (sampling its children's memory) or the aggregator (journaling) does at that moment delays

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import msgspec
 import zmq
 
-from runtime.log_handler import rotated_path
+from runtime.log_handler import rotate_files
 
 __all__ = ["AuditLog", "peer_of"]
 
@@ -102,14 +102,7 @@ class AuditLog:
 
     def _rotate(self) -> None:
         self._file.close()
-        for index in range(self.backups - 1, 0, -1):
-            older = rotated_path(self.path, index)
-            if older.exists():
-                os.replace(older, rotated_path(self.path, index + 1))
-        try:
-            os.replace(self.path, rotated_path(self.path, 1))
-        except FileNotFoundError:
-            pass  # someone removed it: start a new one
+        rotate_files(self.path, self.backups)
         self._file = self._open_file()
 
     def close(self) -> None:

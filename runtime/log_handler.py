@@ -22,12 +22,25 @@ from pathlib import Path
 
 from runtime.logfmt import LogLine, encode_line, format_ts
 
-__all__ = ["JsonFormatter", "LineLogger", "RotatingJsonHandler", "rotated_path"]
+__all__ = ["JsonFormatter", "LineLogger", "RotatingJsonHandler", "rotate_files", "rotated_path"]
 
 
 def rotated_path(path: Path, index: int) -> Path:
     """The ``index``-th rotated file of ``path`` (``name.log.1`` is the most recent)."""
     return path.with_name(f"{path.name}.{index}")
+
+
+def rotate_files(path: Path, backups: int) -> None:
+    """Shift ``path.1`` .. ``path.{backups-1}`` up by one (the oldest is overwritten) and
+    move ``path`` to ``path.1``; the caller then opens a new ``path``."""
+    for index in range(backups - 1, 0, -1):
+        older = rotated_path(path, index)
+        if older.exists():
+            os.replace(older, rotated_path(path, index + 1))
+    try:
+        os.replace(path, rotated_path(path, 1))
+    except FileNotFoundError:
+        pass  # someone removed it: start a new one
 
 
 class JsonFormatter(logging.Formatter):
@@ -125,14 +138,7 @@ class RotatingJsonHandler(logging.Handler):
 
     def _rotate(self) -> None:
         if self.backups > 0:
-            for index in range(self.backups - 1, 0, -1):
-                older = rotated_path(self.path, index)
-                if older.exists():
-                    os.replace(older, rotated_path(self.path, index + 1))
-            try:
-                os.replace(self.path, rotated_path(self.path, 1))
-            except FileNotFoundError:
-                pass  # someone removed it: start a new one
+            rotate_files(self.path, self.backups)
             old, self._fd = self._fd, self._open()
             os.close(old)
         else:

@@ -391,7 +391,7 @@ def test_the_walk_finds_what_is_shared() -> None:
     mine = _mutable_objects(a, "a")
     assert id(a.container.logger) not in mine
     for reached in (
-        a.container.positions.closed,
+        a.container.positions.last_closed_by_symbol,
         a.container.indicators.get("ETH-BTC", "trend"),
         a.container.analyzers.analyzers[0],
         a.outbox._open,

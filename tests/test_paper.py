@@ -258,7 +258,7 @@ def test_exit_closes_with_pnl_net_of_entry_and_exit_fees(
     assert book.positions.unrealized_pnl == 0.0
     assert p.unrealized_pnl == 0.0
     assert book.positions.last_closed("ETH-BTC") is p
-    assert book.positions.closed == [p]
+    assert book.positions.last_closed_by_symbol == {"ETH-BTC": p}
     (closed,) = book.of(PositionClosed)
     assert isinstance(closed, PositionClosed)
     assert (closed.side, closed.quantity, closed.entry_price, closed.exit_price) == (
@@ -286,7 +286,8 @@ def test_slippage_and_fees_count_against_a_round_trip() -> None:
     book.candle(_candle(100.0, 2))
     book.leave("ETH-BTC")
     book.candle(_candle(100.0, 3))
-    (p,) = book.positions.closed
+    p = book.positions.last_closed("ETH-BTC")
+    assert p is not None
     assert p.entry_price == pytest.approx(100.5)
     assert p.exit_price == pytest.approx(99.5)
     assert p.realized_pnl == pytest.approx(-1.0 - (100.5 + 99.5) * RATE, rel=1e-12)
@@ -446,21 +447,25 @@ def test_restore_takes_back_open_positions_and_realized_pnl() -> None:
 
 
 def test_last_closed_is_the_latest_of_that_symbol() -> None:
+    """Only that one is kept: a worker trading for months must not hold every position it
+    ever closed."""
     book = Book()
     assert book.positions.last_closed("ETH-BTC") is None
     seq = 1
+    closed = []
     for symbol in ("ETH-BTC", "LTC-BTC", "ETH-BTC"):
         book.enter(symbol, "long", 1.0)
         seq += 1
         book.candle(_candle(100.0 + seq, seq, symbol=symbol))
-        book.leave(symbol)
+        closed.append(book.leave(symbol))
         seq += 1
         book.candle(_candle(100.0 + seq, seq, symbol=symbol))
-    first_eth, ltc, second_eth = book.positions.closed
+    first_eth, ltc, second_eth = closed
+    assert book.positions.last_closed_by_symbol == {"ETH-BTC": second_eth, "LTC-BTC": ltc}
     assert book.positions.last_closed("ETH-BTC") is second_eth
     assert first_eth is not second_eth
     assert book.positions.last_closed("LTC-BTC") is ltc
     assert book.positions.last_closed("XMR-BTC") is None
     assert book.positions.realized_pnl == pytest.approx(
-        sum(p.realized_pnl for p in book.positions.closed), rel=1e-12
+        sum(p.realized_pnl for p in closed), rel=1e-12
     )

@@ -25,7 +25,7 @@ from runtime.config import StrategyConfig
 from runtime.messages import Candle, Event, EventBody
 from workers.outbox import Outbox
 from workers.runner import StrategyRunner
-from workers.services.positions import ManagedPosition, PositionLifecycleService
+from workers.services.positions import PositionLifecycleService
 
 __all__ = ["EngineResult", "collector_paused", "run_strategy"]
 
@@ -222,6 +222,16 @@ def _feed_one(
     return n
 
 
+_Holding = tuple[float, tuple[tuple[float, float, str], ...]]
+
+
+def _holding(positions: PositionLifecycleService) -> _Holding:
+    """The cash and what is held, in :meth:`PositionLifecycleService.equity`'s order."""
+    return positions.cash, tuple(
+        [(p.entry_price, p.quantity, p.side) for p in positions.held_in_equity_order()]
+    )
+
+
 class _Held:
     """What the positions service held after each candle where something happened."""
 
@@ -229,16 +239,15 @@ class _Held:
         self._positions = positions
         self.before = positions.equity()
         self.at: list[int] = []  # candle indexes, increasing
-        # (cash, positions held) after each; the first from before the first candle. A
-        # held position's entry price, quantity and side no longer change.
-        self.held: list[tuple[float, list[ManagedPosition]]] = [
-            (positions.cash, positions.held_in_equity_order())
-        ]
+        # (cash, (entry price, quantity, side) of each position held) after each; the first
+        # from before the first candle. Numbers and strings only, in tuples, so that the
+        # collector stops tracking them: tens of thousands of notes that hold positions (or
+        # lists) would survive into the oldest generation and set off a full collection.
+        self.held: list[_Holding] = [_holding(positions)]
 
     def note(self, index: int) -> None:
         self.at.append(index)
-        p = self._positions
-        self.held.append((p.cash, p.held_in_equity_order()))
+        self.held.append(_holding(self._positions))
 
     def equity(self, equity: F64, close: F64, processed: int) -> None:
         """Write the equity after each candle into ``equity``.
@@ -259,7 +268,7 @@ class _Held:
         equity[processed - 1 :] = self._positions.equity()
 
 
-def _equity_between(held: list[tuple[float, list[ManagedPosition]]], state: I64, close: F64) -> F64:
+def _equity_between(held: list[_Holding], state: I64, close: F64) -> F64:
     """``PositionLifecycleService.equity()`` after each candle, with what ``held[state]``
     says was held then, marked at the candle's close: the same operations in the same order
     (the cash, then each position's ``(close - entry) * quantity`` added if long, subtracted
@@ -269,9 +278,9 @@ def _equity_between(held: list[tuple[float, list[ManagedPosition]]], state: I64,
     equity = cash[state]
     for slot in range(max(len(h) for _, h in held)):
         at = [h[slot] if slot < len(h) else None for _, h in held]
-        entry = np.array([0.0 if p is None else p.entry_price for p in at])[state]
-        quantity = np.array([0.0 if p is None else p.quantity for p in at])[state]
-        side = np.array([0 if p is None else 1 if p.side == "long" else -1 for p in at])[state]
+        entry = np.array([0.0 if p is None else p[0] for p in at])[state]
+        quantity = np.array([0.0 if p is None else p[1] for p in at])[state]
+        side = np.array([0 if p is None else 1 if p[2] == "long" else -1 for p in at])[state]
         gross = (close - entry) * quantity
         equity = np.where(side == 1, equity + gross, np.where(side == -1, equity - gross, equity))
     return equity

@@ -119,7 +119,9 @@ class PositionLifecycleService:
         self._active: dict[str, ManagedPosition] = {}  # pending or open, by symbol
         self._closing: dict[str, ManagedPosition] = {}  # by exit order id
         self._pending: dict[str, ManagedPosition] = {}  # by entry order id
-        self.closed: list[ManagedPosition] = []
+        # Only the last closed position of each symbol is kept: what rules look back at. A
+        # list of every one would grow for as long as the worker trades.
+        self.last_closed_by_symbol: dict[str, ManagedPosition] = {}
         self.realized_pnl = 0.0
 
     # -- queries -------------------------------------------------------------------
@@ -130,10 +132,7 @@ class PositionLifecycleService:
 
     def last_closed(self, symbol: str) -> ManagedPosition | None:
         """The most recently closed position on ``symbol``."""
-        for position in reversed(self.closed):
-            if position.symbol == symbol:
-                return position
-        return None
+        return self.last_closed_by_symbol.get(symbol)
 
     def open_positions(self) -> list[ManagedPosition]:
         return [p for p in self._active.values() if p.state is _OPEN]
@@ -310,19 +309,17 @@ class PositionLifecycleService:
         self.realized_pnl = realized_pnl
         self.cash = self.initial_cash + realized_pnl - sum(p.entry_fee for p in positions)
         for c in last_closed:
-            self.closed.append(
-                ManagedPosition(
-                    c.symbol,
-                    c.side,
-                    c.quantity,
-                    state=_CLOSED,
-                    entry_price=c.entry_price,
-                    opened_at=c.opened_at,
-                    exit_price=c.exit_price,
-                    closed_at=c.closed_at,
-                    exit_reason=c.reason,
-                    realized_pnl=c.realized_pnl,
-                )
+            self.last_closed_by_symbol[c.symbol] = ManagedPosition(
+                c.symbol,
+                c.side,
+                c.quantity,
+                state=_CLOSED,
+                entry_price=c.entry_price,
+                opened_at=c.opened_at,
+                exit_price=c.exit_price,
+                closed_at=c.closed_at,
+                exit_reason=c.reason,
+                realized_pnl=c.realized_pnl,
             )
         for p in positions:
             self._active[p.symbol] = ManagedPosition(
@@ -353,7 +350,7 @@ class PositionLifecycleService:
         position.realized_pnl = pnl = gross - position.entry_fee - fee
         self.cash += gross - fee
         self.realized_pnl += pnl
-        self.closed.append(position)
+        self.last_closed_by_symbol[position.symbol] = position
         # ManagedPosition.mae and .mfe written out (the same operations, so the same values).
         if entry:
             mae = min(0.0, (position.worst_price - entry) * quantity * direction)

@@ -14,6 +14,7 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
+from operator import attrgetter
 
 import msgspec
 import numpy as np
@@ -225,11 +226,12 @@ def _feed_one(
 _Holding = tuple[float, tuple[tuple[float, float, str], ...]]
 
 
+_ENTRY_QUANTITY_SIDE = attrgetter("entry_price", "quantity", "side")
+
+
 def _holding(positions: PositionLifecycleService) -> _Holding:
     """The cash and what is held, in :meth:`PositionLifecycleService.equity`'s order."""
-    return positions.cash, tuple(
-        [(p.entry_price, p.quantity, p.side) for p in positions.held_in_equity_order()]
-    )
+    return positions.cash, tuple(map(_ENTRY_QUANTITY_SIDE, positions.held_in_equity_order()))
 
 
 class _Held:

@@ -225,32 +225,38 @@ class StrategyRunner:
 
     def on_candle(self, candle: Candle) -> None:
         """Run one candle through the services and the strategy."""
-        if self.state in ("errored", "stopped"):
-            return
+        # Written for CPython's specialising interpreter, as this runs on every candle: the
+        # bound methods kept on self are read into locals before the call (a method call on
+        # an instance attribute is never specialised), and the rare fill path is a method of
+        # its own (a long if-body makes its compare's jump too far to specialise).
+        paused = False
+        state = self.state
+        if state != "running":
+            if state != "paused":
+                return  # errored or stopped
+            paused = True
         self.candles += 1
         c = self.container
         symbol, timeframe = candle.symbol, candle.timeframe
         if timeframe == self._decision_tf:
-            if self._waiting:  # most candles have no order waiting
-                for fill in self._fills(candle):
-                    self._ledger.on_fill(fill, c.positions.on_fill(fill))
-                    self._fill_log.add(fill, symbol)
-                    self._guarded("on_fill", self.strategy.on_fill, fill)
-                if self.state == "errored":
-                    self._account_point(candle.open_time)  # the fills it had taken
-                    return  # it gave up inside on_fill: this candle ends here too
-            self._mark(candle, symbol)
+            if self._waiting and not self._take_fills(candle, symbol):
+                return  # it gave up inside on_fill: this candle ends here too
+            mark = self._mark
+            mark(candle, symbol)
             every = self._point_every
             if every and (self._ledger.dirty or not candle.open_time % every):
                 self._account_point(candle.open_time)
-        if self._update_indicators is not None:
-            self._update_indicators(candle, symbol, timeframe)
-        if c.gate is not None:
-            c.gate.observe(candle, symbol, timeframe)
-        if self.state == "paused":
+        update_indicators = self._update_indicators
+        if update_indicators is not None:
+            update_indicators(candle, symbol, timeframe)
+        gate = c.gate
+        if gate is not None:
+            gate.observe(candle, symbol, timeframe)
+        if paused:
             return
-        try:  # _guarded("on_candle", ...), written out: this runs on every candle
-            self._decide(candle)
+        decide = self._decide
+        try:  # _guarded("on_candle", ...), written out
+            decide(candle)
         except Exception as exc:
             self._failed("on_candle", exc)
             c.actions.drain()  # what a failing hook half-decided is not acted on
@@ -258,6 +264,19 @@ class StrategyRunner:
         self.consecutive_errors = 0
         if self._queued:  # most candles decide nothing: skip the call
             c.carry_out()
+
+    def _take_fills(self, candle: Candle, symbol: str) -> bool:
+        """Apply the fills the candle gives the orders waiting on it; False if the strategy
+        gave up inside ``on_fill`` (after recording the fills it had taken)."""
+        positions = self.container.positions
+        for fill in self._fills(candle):
+            self._ledger.on_fill(fill, positions.on_fill(fill))
+            self._fill_log.add(fill, symbol)
+            self._guarded("on_fill", self.strategy.on_fill, fill)
+        if self.state == "errored":
+            self._account_point(candle.open_time)
+            return False
+        return True
 
     def _account_point(self, open_time: int) -> None:
         """A point of the sub-account's curve, if one is due after this candle."""

@@ -14,7 +14,7 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 import msgspec
 import numpy as np
@@ -276,16 +276,22 @@ def _equity_between(held: list[_Holding], state: I64, close: F64) -> F64:
     (the cash, then each position's ``(close - entry) * quantity`` added if long, subtracted
     if short), so the same numbers to the last bit. Tests compare it with the service's
     after every candle."""
-    cash = np.array([c for c, _ in held], dtype=np.float64)
-    equity = cash[state]
-    for slot in range(max(len(h) for _, h in held)):
-        at = [h[slot] if slot < len(h) else None for _, h in held]
-        entry = np.array([0.0 if p is None else p[0] for p in at])[state]
-        quantity = np.array([0.0 if p is None else p[1] for p in at])[state]
-        side = np.array([0 if p is None else 1 if p[2] == "long" else -1 for p in at])[state]
-        gross = (close - entry) * quantity
-        equity = np.where(side == 1, equity + gross, np.where(side == -1, equity - gross, equity))
+    n = len(held)
+    equity = np.fromiter(map(itemgetter(0), held), np.float64, n)[state]
+    holdings = list(map(itemgetter(1), held))
+    for slot in range(max(map(len, holdings))):
+        at = [h[slot] if slot < len(h) else _NOTHING_HELD for h in holdings]
+        entry = np.fromiter(map(itemgetter(0), at), np.float64, n)[state]
+        quantity = np.fromiter(map(itemgetter(1), at), np.float64, n)[state]
+        sign = np.fromiter(map(_SIGN.__getitem__, map(itemgetter(2), at)), np.float64, n)[state]
+        # + gross if long, - gross if short (x + -g is x - g in IEEE arithmetic), + 0 if
+        # nothing is held in this slot: one pass per operation, no select.
+        equity = equity + sign * ((close - entry) * quantity)
     return equity
+
+
+_NOTHING_HELD = (0.0, 0.0, "")
+_SIGN = {"long": 1.0, "short": -1.0, "": 0.0}
 
 
 def _feed_many(

@@ -79,8 +79,9 @@ class _Checked(Candle, array_like=True, frozen=True, gc=False):
     """A Candle from a row the data module checked already (finite, positive, low and high
     around open and close): not checked a second time, once per candle."""
 
-    def __post_init__(self) -> None:
-        pass
+    # msgspec calls __post_init__(self) after every construction; a C built-in that does
+    # nothing with its argument costs less than a Python function that does nothing.
+    __post_init__ = id  # type: ignore[assignment,misc]
 
 
 class _ClockOutbox(Outbox):
@@ -249,7 +250,8 @@ class _Held:
 
     def note(self, index: int) -> None:
         self.at.append(index)
-        self.held.append(_holding(self._positions))
+        p = self._positions  # _holding(), written out: a backtest notes tens of thousands
+        self.held.append((p.cash, tuple(map(_ENTRY_QUANTITY_SIDE, p.held_in_equity_order()))))
 
     def equity(self, equity: F64, close: F64, processed: int) -> None:
         """Write the equity after each candle into ``equity``.

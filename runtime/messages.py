@@ -150,6 +150,10 @@ def parse_candle_topic(topic: bytes) -> tuple[str, str] | None:
         return None
 
 
+_INF = float("inf")
+_NEG_INF = -_INF
+
+
 # gc=False: a candle holds only strings and numbers, so it can never be part of a reference
 # cycle; untracked, the thousands decoded per second never enter the collector's generations.
 class Candle(_Wire, array_like=True, frozen=True, gc=False):
@@ -181,9 +185,14 @@ class Candle(_Wire, array_like=True, frozen=True, gc=False):
     publish_ns: int = 0
 
     def __post_init__(self) -> None:
-        # Written out without calls (this runs for every candle built or decoded): x - x is
-        # 0.0 for a finite x and NaN for inf or NaN, so the sum is 0.0 only if all are finite.
-        o, h, low, c, v = self.open, self.high, self.low, self.close, self.volume
+        # This runs for every candle built or decoded, so the usual case is one chain of
+        # comparisons: any comparison with NaN is false, and with low and high finite and
+        # low <= open, close <= high, open and close are finite too; v - v is 0.0 only for a
+        # finite v. Only a candle that fails it goes on to say why.
+        low, h, v = self.low, self.high, self.volume
+        if _NEG_INF < low <= self.open <= h < _INF and low <= self.close <= h and v - v == 0.0:
+            return
+        o, c = self.open, self.close
         if (o - o) + (h - h) + (low - low) + (c - c) + (v - v) != 0.0:
             raise ValueError("candle has a non-finite price or volume")
         if low > o or low > c:

@@ -56,12 +56,18 @@ class SeqOrder:
     def journaled(self, events: list[Event]) -> None:
         """Events just committed (each new to the journal): fold in what has no hole before."""
         touched: set[str] = set()
+        upto, held, apply = self._upto, self._held, self._figures.apply
         for event in events:
-            sid = event.strategy_id
-            if event.seq <= self._upto.get(sid, 0):
-                self._figures.apply(event)  # a straggler into a settled hole
+            sid, seq = event.strategy_id, event.seq
+            last = upto.get(sid, 0)
+            if seq == last + 1 and sid not in held:  # the usual case: next in line, no hole
+                apply(event)
+                upto[sid] = seq
                 continue
-            self._held.setdefault(sid, {})[event.seq] = event
+            if seq <= last:
+                apply(event)  # a straggler into a settled hole
+                continue
+            held.setdefault(sid, {})[seq] = event
             touched.add(sid)
         for sid in touched:
             self._advance(sid)

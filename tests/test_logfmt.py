@@ -15,6 +15,7 @@ from runtime.logfmt import (
     LogLine,
     decode_line,
     encode_line,
+    encode_lines,
     format_ts,
     parse_line,
     render,
@@ -28,6 +29,18 @@ def test_a_line_survives_encoding_and_decoding() -> None:
     assert decode_line(data) == line
     # Defaults are left out: a line without a traceback has no exc key.
     assert b'"exc"' not in encode_line(LogLine("t", "INFO", "w", "s1", "m"))
+
+
+def test_lines_encoded_together_are_the_lines_encoded_one_by_one() -> None:
+    lines = [
+        LogLine(
+            "2026-11-25T10:00:00.123Z", "INFO", "strategy.s1", "s1", 'filled "x" \u00e9', pid=7
+        ),
+        LogLine("2026-11-25T10:00:01.000Z", "ERROR", "worker", "s1", "boom", "Traceback...\n"),
+        LogLine("t", "INFO", "w", "s1", ""),
+    ]
+    assert encode_lines(lines) == b"".join(encode_line(line) for line in lines)
+    assert encode_lines([]) == b""
 
 
 def test_decoding_is_strict_about_types() -> None:

@@ -349,6 +349,50 @@ def test_candle_constructor_checks_high_low_and_finiteness() -> None:
         Candle("E", "5m", 1, math.nan, 2.0, 0.5, 1.5, 1.0, 1)
 
 
+_OHLCV = {"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0}
+
+
+def _candle_of(v: dict[str, float]) -> Candle:
+    return Candle("E", "5m", 1, v["open"], v["high"], v["low"], v["close"], v["volume"], 1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        *(
+            pytest.param({name: value}, "non-finite", id=f"{name}={value}")
+            for name in _OHLCV
+            for value in (math.nan, math.inf, -math.inf)
+        ),
+        # infinite, yet in order: only finiteness refuses them
+        pytest.param({"open": math.inf, "high": math.inf}, "non-finite", id="open-high-inf"),
+        pytest.param({"low": -math.inf, "close": -math.inf}, "non-finite", id="low-close-inf"),
+        pytest.param({"low": 1.2}, "low", id="low-above-open"),
+        pytest.param({"low": 1.6, "open": 1.7}, "low", id="low-above-close"),
+        pytest.param({"high": 1.2}, "high", id="high-below-close"),
+        pytest.param({"high": 1.6, "open": 1.7}, "high", id="high-below-open"),
+    ],
+)
+def test_candle_constructor_says_what_is_wrong(changes: dict[str, float], problem: str) -> None:
+    """Built in code (no decoder constraints), a candle is checked all the same."""
+    with pytest.raises(ValueError, match=problem):
+        _candle_of({**_OHLCV, **changes})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0}, id="flat"),
+        pytest.param({"volume": 0.0}, id="no-volume"),
+        pytest.param({"open": 0.5, "close": 2.0}, id="open-at-low-close-at-high"),
+        pytest.param({"open": 2.0, "close": 0.5}, id="open-at-high-close-at-low"),
+    ],
+)
+def test_candle_constructor_takes_candles_at_their_bounds(values: dict[str, float]) -> None:
+    candle = _candle_of({**_OHLCV, **values})
+    assert candle.low <= min(candle.open, candle.close) <= max(candle.open, candle.close)
+
+
 # --------------------------------------------------------------------------- topics
 
 

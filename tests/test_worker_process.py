@@ -34,6 +34,7 @@ from runtime.messages import (
     HistoryRequest,
     Log,
     OrderFilled,
+    OrderRejected,
     Stats,
     Welcome,
     candle_batch_topic,
@@ -53,7 +54,9 @@ def real_candles(count: int) -> list[Candle]:
 class Harness:
     """Binds the three sockets a worker connects to, and starts the worker."""
 
-    def __init__(self, tmp: Path, class_path: str, params: dict[str, Any]) -> None:
+    def __init__(
+        self, tmp: Path, class_path: str, params: dict[str, Any], risk_timeout_ms: float = 0.0
+    ) -> None:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.endpoints = Endpoints(
             market_data=f"ipc://{tmp}/md",
@@ -79,7 +82,13 @@ class Harness:
             stats_interval_s=0.1,
         )
         write_spec(
-            tmp / "w1.json", WorkerSpec(name="w1", endpoints=self.endpoints, strategy=strategy)
+            tmp / "w1.json",
+            WorkerSpec(
+                name="w1",
+                endpoints=self.endpoints,
+                strategy=strategy,
+                risk_timeout_ms=risk_timeout_ms,
+            ),
         )
         self.log_path = tmp / "w1.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
@@ -167,8 +176,10 @@ class Harness:
 def make_worker(tmp_path: Path) -> Iterator[Any]:
     made: list[Harness] = []
 
-    def make(class_path: str, params: dict[str, Any] | None = None) -> Harness:
-        harness = Harness(tmp_path, class_path, params or {})
+    def make(
+        class_path: str, params: dict[str, Any] | None = None, risk_timeout_ms: float = 0.0
+    ) -> Harness:
+        harness = Harness(tmp_path, class_path, params or {}, risk_timeout_ms)
         made.append(harness)
         return harness
 
@@ -297,6 +308,21 @@ def test_a_batch_frame_is_checked_and_used_candle_by_candle_its_events_in_one_ba
         ([1, 2, 3, 4], {"ETH-BTC|5m": 4}),
         (list(range(5, 13)), {"ETH-BTC|5m": 12}),
     ]
+
+
+def test_the_candles_of_a_batch_frame_price_the_risk_check(make_worker: Any) -> None:
+    """The pre-trade check values an order at the last close the worker saw: a candle that
+    came in a batch frame counts as much as one that came alone."""
+    # Risk limits but no risk service to ask: every opening order is refused, and the
+    # reason says whether a price was known (the check was asked) or not.
+    w: Harness = make_worker("tests.sample_strategies:Flip", risk_timeout_ms=50)
+    w.handshake()
+    candles = real_candles(3)
+    w.pub.send_multipart([candle_batch_topic("ETH-BTC", "5m"), ENCODER.encode(candles)])
+    w.pump_events(lambda _: _stats_total(w, "candles") == 3)
+    reasons = [e.body.reason for e in w.received if isinstance(e.body, OrderRejected)]
+    assert reasons, "Flip wants to open on the first candle"
+    assert set(reasons) == {"risk service unavailable"}, reasons
 
 
 def test_a_hole_older_than_history_is_reported_lost_and_the_stream_goes_on(

@@ -18,7 +18,7 @@ import os
 import time
 
 from runtime.log_handler import RotatingJsonHandler
-from runtime.logfmt import LogLine, encode_line, format_ts
+from runtime.logfmt import LogLine, encode_lines, format_ts
 from runtime.messages import OrderFilled
 
 __all__ = ["FillLog"]
@@ -96,9 +96,11 @@ def _message(fill: OrderFilled, symbol: str) -> str:
 def _lines(name: str, process: str, pending: list[tuple[float, OrderFilled, str]]) -> bytes:
     """The JSON lines :class:`runtime.log_handler.JsonFormatter` would make of them."""
     pid = os.getpid()
-    return b"".join(
-        encode_line(LogLine(format_ts(t), "INFO", name, process, _message(fill, symbol), pid=pid))
-        for t, fill, symbol in pending
+    return encode_lines(
+        [
+            LogLine(format_ts(t), "INFO", name, process, _message(fill, symbol), pid=pid)
+            for t, fill, symbol in pending
+        ]
     )
 
 

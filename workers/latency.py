@@ -21,6 +21,14 @@ class LatencyCounts:
         self._counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self._sum += seconds
 
+    def add_all(self, seconds: list[float]) -> None:
+        """Count several latencies (those of a batch frame's candles): one call, not one each."""
+        counts, bounds, total = self._counts, LATENCY_BUCKETS_S, self._sum
+        for value in seconds:
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        self._sum = total
+
     def take(self) -> tuple[list[int], float]:
         """The counts and sum since the last take, and start again (empty if none)."""
         if not any(self._counts):

@@ -571,32 +571,34 @@ class _Worker:
         open time, a candle an earlier worker acted on) takes the general path."""
         runner = self.runner
         assert runner is not None
-        last_seq, last_time = self.seqs.last, self.last_open_time
-        on_candle, add_latency, arrived = runner.on_candle, self.latency.add, self._arrived
+        last_seq, last_time, held = self.seqs.last, self.last_open_time, self.held
+        on_candle, arrived = runner.on_candle, self._arrived
+        seen = self.risk.seen if self.risk is not None else None
         acted = self.acted_until.get(stream, 0)
         time_ns = time.time_ns
-        lag = -1.0
+        lags: list[float] = []
+        # What the checks compare with, kept in locals (reread after the general path)
+        expected, after = last_seq[stream] + 1, last_time.get(stream, -1)
         for candle in candles:
-            seq = candle.seq
-            if (
-                self.held
-                or seq != last_seq[stream] + 1
-                or seq <= acted
-                or candle.open_time <= last_time.get(stream, -1)
-            ):
+            seq, open_time = candle.seq, candle.open_time
+            if seq != expected or seq <= acted or open_time <= after or held:
                 arrived(stream, candle)
+                expected, after = last_seq[stream] + 1, last_time.get(stream, -1)
                 continue
+            if seen is not None:
+                seen(candle)
             on_candle(candle)
             last_seq[stream] = seq
-            last_time[stream] = candle.open_time
+            last_time[stream] = open_time
+            expected, after = seq + 1, open_time
             publish_ns = candle.publish_ns
             if publish_ns:
-                lag = (time_ns() - publish_ns) / 1e9
-                add_latency(lag)
+                lags.append((time_ns() - publish_ns) / 1e9)
                 if not self.batch_publish_ns:
                     self.batch_publish_ns = publish_ns
-        if lag >= 0.0:
-            self.lag_s = lag
+        if lags:
+            self.latency.add_all(lags)
+            self.lag_s = lags[-1]
         self._beat()
 
     def feed_heard(self) -> None:

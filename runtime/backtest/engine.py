@@ -14,7 +14,6 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
-from operator import attrgetter, itemgetter
 
 import msgspec
 import numpy as np
@@ -224,17 +223,6 @@ def _feed_one(
     return n
 
 
-_Holding = tuple[float, tuple[tuple[float, float, str], ...]]
-
-
-_ENTRY_QUANTITY_SIDE = attrgetter("entry_price", "quantity", "side")
-
-
-def _holding(positions: PositionLifecycleService) -> _Holding:
-    """The cash and what is held, in :meth:`PositionLifecycleService.equity`'s order."""
-    return positions.cash, tuple(map(_ENTRY_QUANTITY_SIDE, positions.held_in_equity_order()))
-
-
 class _Held:
     """What the positions service held after each candle where something happened."""
 
@@ -242,16 +230,29 @@ class _Held:
         self._positions = positions
         self.before = positions.equity()
         self.at: list[int] = []  # candle indexes, increasing
-        # (cash, (entry price, quantity, side) of each position held) after each; the first
-        # from before the first candle. Numbers and strings only, in tuples, so that the
-        # collector stops tracking them: tens of thousands of notes that hold positions (or
-        # lists) would survive into the oldest generation and set off a full collection.
-        self.held: list[_Holding] = [_holding(positions)]
+        # After each (the first from before the first candle): the cash, how many positions
+        # were held, and their entry prices, quantities and sides, in the order equity()
+        # adds them, one note after the other. Flat lists of numbers and strings: objects
+        # per note (tuples, or the positions themselves) would be tens of thousands that the
+        # collector tracks, scans and, once they reach the oldest generation, collects in full.
+        self.cash: list[float] = []
+        self.count: list[int] = []
+        self.entry: list[float] = []
+        self.quantity: list[float] = []
+        self.side: list[str] = []
+        self.note(-1)
+        self.at.clear()  # that first note is at no candle
 
     def note(self, index: int) -> None:
         self.at.append(index)
-        p = self._positions  # _holding(), written out: a backtest notes tens of thousands
-        self.held.append((p.cash, tuple(map(_ENTRY_QUANTITY_SIDE, p.held_in_equity_order()))))
+        p = self._positions
+        held = p.held_in_equity_order()
+        self.cash.append(p.cash)
+        self.count.append(len(held))
+        for position in held:
+            self.entry.append(position.entry_price)
+            self.quantity.append(position.quantity)
+            self.side.append(position.side)
 
     def equity(self, equity: F64, close: F64, processed: int) -> None:
         """Write the equity after each candle into ``equity``.
@@ -268,32 +269,34 @@ class _Held:
         noted = np.zeros(processed, dtype=np.int64)
         noted[self.at] = 1
         state = np.cumsum(noted[: processed - 1])
-        equity[: processed - 1] = _equity_between(self.held, state, close[: processed - 1])
+        equity[: processed - 1] = self._equity_between(state, close[: processed - 1])
         equity[processed - 1 :] = self._positions.equity()
 
+    def _equity_between(self, state: I64, close: F64) -> F64:
+        """``PositionLifecycleService.equity()`` after each candle, with what note
+        ``state`` says was held then, marked at the candle's close: the same operations in
+        the same order (the cash, then each position's ``(close - entry) * quantity`` added
+        if long, subtracted if short), so the same numbers to the last bit. Tests compare it
+        with the service's after every candle."""
+        equity = np.array(self.cash, dtype=np.float64)[state]
+        count = np.array(self.count, dtype=np.int64)
+        first = np.cumsum(count) - count  # where each note's positions start
+        entries = np.array(self.entry, dtype=np.float64)
+        quantities = np.array(self.quantity, dtype=np.float64)
+        signs = np.fromiter(map(_SIGN.__getitem__, self.side), np.float64, len(self.side))
+        for slot in range(int(count.max())):
+            held = count > slot
+            at = np.where(held, first + slot, 0)
+            entry = np.where(held, entries[at], 0.0)[state]
+            quantity = np.where(held, quantities[at], 0.0)[state]
+            sign = np.where(held, signs[at], 0.0)[state]
+            # + gross if long, - gross if short (x + -g is x - g in IEEE arithmetic), + 0 if
+            # nothing is held in this slot: one pass per operation, no select.
+            equity = equity + sign * ((close - entry) * quantity)
+        return equity
 
-def _equity_between(held: list[_Holding], state: I64, close: F64) -> F64:
-    """``PositionLifecycleService.equity()`` after each candle, with what ``held[state]``
-    says was held then, marked at the candle's close: the same operations in the same order
-    (the cash, then each position's ``(close - entry) * quantity`` added if long, subtracted
-    if short), so the same numbers to the last bit. Tests compare it with the service's
-    after every candle."""
-    n = len(held)
-    equity = np.fromiter(map(itemgetter(0), held), np.float64, n)[state]
-    holdings = list(map(itemgetter(1), held))
-    for slot in range(max(map(len, holdings))):
-        at = [h[slot] if slot < len(h) else _NOTHING_HELD for h in holdings]
-        entry = np.fromiter(map(itemgetter(0), at), np.float64, n)[state]
-        quantity = np.fromiter(map(itemgetter(1), at), np.float64, n)[state]
-        sign = np.fromiter(map(_SIGN.__getitem__, map(itemgetter(2), at)), np.float64, n)[state]
-        # + gross if long, - gross if short (x + -g is x - g in IEEE arithmetic), + 0 if
-        # nothing is held in this slot: one pass per operation, no select.
-        equity = equity + sign * ((close - entry) * quantity)
-    return equity
 
-
-_NOTHING_HELD = (0.0, 0.0, "")
-_SIGN = {"long": 1.0, "short": -1.0, "": 0.0}
+_SIGN = {"long": 1.0, "short": -1.0}
 
 
 def _feed_many(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from operator import itemgetter
-from typing import Any, NamedTuple
+from operator import attrgetter
+from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -36,8 +37,12 @@ _DAY_MS = 86_400_000
 _NAN = float("nan")
 
 
-class Trade(NamedTuple):
-    """One closed trade (a closed position), as the statistics see it."""
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    """One closed trade (a closed position), as the statistics see it.
+
+    Untracked by the collector (it holds no container): a long backtest closes tens of
+    thousands, and as tracked objects they set off full collections in whoever keeps them.
+    """
 
     strategy_id: str
     symbol: str
@@ -60,24 +65,18 @@ class Trade(NamedTuple):
 
 def trades_of(events: Sequence[Event]) -> list[Trade]:
     """The closed positions among ``events``, in the order they closed."""
-    # One comprehension, each Trade made by tuple.__new__ (what the NamedTuple's own __new__
-    # does through a Python-level call): a backtest hands over hundreds of thousands of events.
-    new = tuple.__new__
     return [
-        new(
-            Trade,
-            (
-                event.strategy_id,
-                body.symbol,
-                body.quantity if body.side == "long" else -body.quantity,
-                body.opened_at,
-                body.closed_at,
-                body.entry_price,
-                body.exit_price,
-                body.realized_pnl,
-                body.fees,
-                body.reason,
-            ),
+        Trade(
+            event.strategy_id,
+            body.symbol,
+            body.quantity if body.side == "long" else -body.quantity,
+            body.opened_at,
+            body.closed_at,
+            body.entry_price,
+            body.exit_price,
+            body.realized_pnl,
+            body.fees,
+            body.reason,
         )
         for event in events
         if type(body := event.body) is PositionClosed  # nothing derives from it
@@ -178,10 +177,9 @@ def _day_returns(time: I64, days: I64, equity: F64, freq_days: int) -> F64:
     return r[~np.isnan(r)]
 
 
-def _column(trades: Sequence[Trade], field: int, dtype: type[np.generic]) -> npt.NDArray[Any]:
-    """One field of every trade as an array (``zip(*trades)`` builds every column as a
-    tuple first, and that took longer than the rest of the statistics)."""
-    return np.fromiter(map(itemgetter(field), trades), dtype=dtype, count=len(trades))
+def _column(trades: Sequence[Trade], field: str, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """One field of every trade as an array, read in C."""
+    return np.fromiter(map(attrgetter(field), trades), dtype=dtype, count=len(trades))
 
 
 def compute(
@@ -208,12 +206,12 @@ def compute(
     s["Duration"] = (end - start) / 1000
 
     # The trades' fields as columns, each read in C: a long run closes tens of thousands.
-    size = _column(trades, 2, np.float64)
-    entry_time = _column(trades, 3, np.int64)
-    exit_time = _column(trades, 4, np.int64)
-    entry_price = _column(trades, 5, np.float64)
-    exit_price = _column(trades, 6, np.float64)
-    pl = _column(trades, 7, np.float64)
+    size = _column(trades, "size", np.float64)
+    entry_time = _column(trades, "entry_time", np.int64)
+    exit_time = _column(trades, "exit_time", np.int64)
+    entry_price = _column(trades, "entry_price", np.float64)
+    exit_price = _column(trades, "exit_price", np.float64)
+    pl = _column(trades, "pnl", np.float64)
     if bars is None:
         entry_bar = np.searchsorted(time, entry_time, "left")
         exit_bar = np.searchsorted(time, exit_time, "left")
@@ -227,7 +225,7 @@ def compute(
     s["Exposure Time [%]"] = have_position / n * 100
     s["Equity Final [$]"] = float(equity[-1])
     s["Equity Peak [$]"] = float(equity.max())
-    commissions = sum(map(itemgetter(8), trades))  # left to right, as the trades closed
+    commissions = sum(map(attrgetter("commissions"), trades))  # left to right, as the trades closed
     if commissions:
         s["Commissions [$]"] = commissions
     total = float((equity[-1] - equity[0]) / equity[0] * 100)
@@ -287,7 +285,7 @@ def compute(
     # Trade.return_pct for every trade: the same operations in the same order, so the same
     # values to the last bit.
     sign = np.where(size > 0, 1.0, -1.0)
-    commission = _column(trades, 8, np.float64)
+    commission = _column(trades, "commissions", np.float64)
     returns = sign * (exit_price / entry_price - 1) - commission / (np.abs(size) * entry_price)
     durations = (exit_time - entry_time).tolist()
     win_rate = float((pl > 0).mean()) if n_trades else _NAN

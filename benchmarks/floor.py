@@ -24,12 +24,13 @@ import msgspec
 import psutil
 import zmq
 
-from runtime.messages import ENCODER, Candle
+from runtime.messages import ENCODER, LATENCY_BUCKETS_S, Candle
 
-__all__ = ["percentiles", "raw_latency", "raw_start", "raw_throughput"]
+__all__ = ["percentiles", "raw_burst", "raw_latency", "raw_start", "raw_throughput"]
 
 _TOPIC = b"c|ETH-BTC|5m|"
 _READY = b"hb|"
+_REPLY = b"r"  # first byte of a burst subscriber's per-candle reply (reports start 0x92)
 _DECODER = msgspec.msgpack.Decoder(Candle)
 
 
@@ -112,6 +113,156 @@ def raw_throughput(subscribers: int, count: int) -> float:
         pull.close(0)
         ctx.term()
     return statistics.mean(rates)
+
+
+def _burst_subscriber(endpoint: str, back: str, topic: bytes, reply: bool) -> None:
+    """One of many subscribers to one stream: each candle decoded, publish -> receive noted
+    (and with ``reply``, a small frame pushed back per candle, as a worker sends its events);
+    on the end marker, report the latencies (ns) and the CPU used since the first candle."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.setsockopt(zmq.SUBSCRIBE, _READY)  # after the topic: a READY seen proves both arrived
+    sub.connect(endpoint)
+    push = ctx.socket(zmq.PUSH)
+    push.connect(back)
+    joined = False
+    lags: list[int] = []
+    cpu_from = 0.0
+    while True:
+        head = sub.recv()
+        payload = sub.recv()
+        if head == _READY:
+            if payload == b"end":
+                break
+            if not joined:
+                push.send(b"joined")
+                joined = True
+            continue
+        candle = _DECODER.decode(payload)
+        lags.append(time.time_ns() - candle.publish_ns)
+        if not cpu_from:
+            cpu_from = time.process_time()
+        if reply:
+            push.send(_REPLY + payload)
+    cpu_s = time.process_time() - cpu_from if cpu_from else 0.0
+    push.send(msgspec.msgpack.encode((lags, cpu_s)))
+    sub.close(0)
+    push.close()
+    ctx.term()
+
+
+def _share_within(lags_s: list[float], bound_s: float) -> float:
+    return sum(1 for x in lags_s if x <= bound_s) / len(lags_s) if lags_s else 1.0
+
+
+def _p99_bucket(lags_s: list[float]) -> float:
+    """The smallest of stratrun's latency histogram bounds holding 99% (inf if none)."""
+    for bound in LATENCY_BUCKETS_S:
+        if _share_within(lags_s, bound) >= 0.99:
+            return bound
+    return float("inf")
+
+
+def raw_burst(
+    subscribers: int = 100,
+    streams: int = 10,
+    window_s: float = 20.0,
+    interval_s: float = 1.0,
+    reply: bool = False,
+) -> dict[str, Any]:
+    """The 100-strategy shape, bare: ``subscribers`` forked SUB processes spread round-robin
+    over ``streams`` topics (as bench_capacity spreads its workers), one candle per stream
+    published every ``interval_s`` (all streams at once, as the broker's aligned streams
+    are) for ``window_s``. Publish -> receive latency over all subscribers (ms), the share
+    within 10 ms, the p99 in stratrun's histogram buckets, the worst subscriber, and the
+    CPU each subscriber used per second and per candle."""
+    topics = [f"c|S{i}-BTC|5m|".encode() for i in range(streams)]
+    with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
+        endpoint, back = f"ipc://{tmp}/pub", f"ipc://{tmp}/back"
+        ctx: zmq.Context[Any] = zmq.Context()
+        pub = ctx.socket(zmq.PUB)
+        pub.bind(endpoint)
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, 0)
+        pull.bind(back)
+        fork = mp.get_context("fork")
+        procs = [
+            fork.Process(
+                target=_burst_subscriber, args=(endpoint, back, topics[i % streams], reply)
+            )
+            for i in range(subscribers)
+        ]
+        for p in procs:
+            p.start()
+        try:
+            joined = 0
+            while joined < subscribers:  # handshake: every subscription has arrived
+                pub.send(_READY, zmq.SNDMORE)
+                pub.send(b"")
+                while pull.poll(10):
+                    pull.recv()
+                    joined += 1
+            time.sleep(1.0)  # let the forks' start-up settle, as the capacity bench does
+            ticks = max(1, round(window_s / interval_s))
+            names = [t.decode().split("|")[1] for t in topics]
+            next_at = time.monotonic()
+            for tick in range(ticks):
+                next_at += interval_s
+                time.sleep(max(0.0, next_at - time.monotonic()))  # the pacing itself
+                for topic, name in zip(topics, names, strict=True):
+                    candle = Candle(
+                        name,
+                        "5m",
+                        tick * 300_000,
+                        1.0,
+                        1.1,
+                        0.9,
+                        1.05,
+                        10.0,
+                        tick + 1,
+                        time.time_ns(),
+                    )
+                    pub.send(topic, zmq.SNDMORE)
+                    pub.send(ENCODER.encode(candle))
+            time.sleep(0.2)  # the last burst reaches everyone before the end marker
+            pub.send(_READY, zmq.SNDMORE)
+            pub.send(b"end")
+            reports: list[tuple[list[int], float]] = []
+            while len(reports) < subscribers:
+                if not pull.poll(30_000):
+                    raise RuntimeError(f"only {len(reports)} of {subscribers} reported")
+                frame = pull.recv()
+                if frame[:1] != _REPLY:
+                    reports.append(msgspec.msgpack.decode(frame, type=tuple[list[int], float]))
+        finally:
+            for p in procs:
+                p.join(timeout=10)
+                if p.is_alive():
+                    p.kill()
+            pub.close(0)
+            pull.close(0)
+            ctx.term()
+    per_sub = [[ns / 1e9 for ns in lags] for lags, _ in reports]
+    every = [x for lags in per_sub for x in lags]
+    worst = min(per_sub, key=lambda lags: (_share_within(lags, 0.01), -max(lags, default=0.0)))
+    cpu_ms_per_s = statistics.mean(cpu for _, cpu in reports) * 1000 / window_s
+    expected = subscribers * ticks
+    return {
+        "subscribers": subscribers,
+        "streams": streams,
+        "received": len(every),
+        "lost": expected - len(every),
+        "within_10ms": _share_within(every, 0.01),
+        "p99_bucket": _p99_bucket(every),
+        "ms": {q: v * 1000 for q, v in percentiles(every).items()} | {"max": max(every) * 1000},
+        "worst_within_10ms": _share_within(worst, 0.01),
+        "worst_p99_bucket": _p99_bucket(worst),
+        "worst_max_ms": max(worst, default=0.0) * 1000,
+        "cpu_ms_per_s": round(cpu_ms_per_s, 3),
+        "cpu_ms_per_candle": round(cpu_ms_per_s * interval_s, 3),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
 
 
 def _echo(endpoint: str, back: str, count: int) -> None:
@@ -233,6 +384,7 @@ def main() -> None:
     print("throughput, 10 subscribers:", f"{raw_throughput(10, 50_000):,.0f} candles/s each")
     print("latency:", raw_latency(5000))
     print("start:", raw_start(10))
+    print("100 subscribers, 10 streams x 1 candle/s:", raw_burst(100, 10, 20.0))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """`make bench`: stratrun measured against the raw pyzmq + msgspec floor, in one run.
 
 Measures, on this machine and in this run: the floor (benchmarks/floor.py: bare PUB/SUB
-throughput into 1 and 10 subscribers, one-way latency, child start time and idle USS), then
-stratrun (broker -> worker decision -> journal throughput with 1, 10 and 100 workers;
-publish -> decision latency one candle at a time; spawn -> ready and warm-up time;
-pause/resume; idle worker memory; 100 strategies on 10 symbols at 1 candle/s each), and prints
-each figure with its ratio to the floor and the issue's target. Writes the raw numbers to
-``benchmarks/results/<UTC time>.json``; ``--record`` also appends a section to RESULTS.md.
+throughput into 1 and 10 subscribers, one-way latency, child start time and idle USS, 100
+subscribers on 10 streams at 1 candle/s each), then stratrun (broker -> worker decision ->
+journal throughput with 1, 10 and 100 workers; publish -> decision latency one candle at a
+time; spawn -> ready and warm-up time; pause/resume; idle worker memory; 100 strategies on 10
+symbols at 1 candle/s each), and prints each figure with its ratio to the floor and the
+issue's target. Writes the raw numbers to ``benchmarks/results/<UTC time>.json``;
+``--record`` also appends a section to RESULTS.md.
 
     .venv/bin/python benchmarks/suite.py [--quick] [--record]
 """
@@ -200,14 +201,11 @@ def main() -> None:
     e2e100 = None if quick else step("stratrun_throughput_100", bench_replay.run, 100)
     lat = step("stratrun_latency", probe_latency, 30_000.0, 3 if quick else 5)
     sup = step("stratrun_supervision", bench_supervision.run, 10, 20 if quick else 50, True)
-    cap = step(
-        "stratrun_capacity_100",
-        bench_capacity.run,
-        100,
-        300.0,
-        10.0 if quick else 20.0,
-        10,
-    )
+    # The 100-strategy shape bare (100 forked subscribers on 10 streams at 1 candle/s), right
+    # before stratrun's own, over a window of the same length.
+    window = 10.0 if quick else 20.0
+    burst = step("floor_burst_100", floor.raw_burst, 100, 10, window)
+    cap = step("stratrun_capacity_100", bench_capacity.run, 100, 300.0, window, 10)
 
     one_way = raw_paced["one_way_us"]
     ours = lat["decision_us"]
@@ -287,12 +285,33 @@ def main() -> None:
             "< 10",
         ),
         _row(
-            "100 strategies, 10 symbols x 1 candle/s: p99 bucket (ms)",
+            "100 strategies, 10 symbols x 1 candle/s: decided within 10 ms (floor: received)",
+            f"{burst['within_10ms']:.1%}, worst subscriber {burst['worst_within_10ms']:.0%}",
+            f"{cap['within_10ms']:.1%}, worst worker {cap['worst_within_10ms']:.0%}",
+            f"{cap['within_10ms'] / burst['within_10ms']:.2f}" if burst["within_10ms"] else "-",
             "-",
+        ),
+        _row(
+            "100 strategies, 10 symbols x 1 candle/s: p99 bucket (ms)",
+            f"<= {burst['p99_bucket'] * 1000:g} (p50 {burst['ms']['p50']:.1f}, "
+            f"p99 {burst['ms']['p99']:.1f}, p99.9 {burst['ms']['p99.9']:.1f}), "
+            f"worst subscriber <= {burst['worst_p99_bucket'] * 1000:g}; lost {burst['lost']}",
             f"<= {cap['p99_bucket'] * 1000:g}, worst worker <= {cap['worst_p99_bucket'] * 1000:g}"
             f"; gaps {cap['gaps']:.0f}, lost {cap['missed']:.0f}",
-            "-",
+            f"{cap['p99_bucket'] / burst['p99_bucket']:.1f}x (buckets)",
             "< 10, no gaps",
+        ),
+        _row(
+            "100 strategies: CPU per worker (ms per s, 1 candle/s each)",
+            f"{burst['cpu_ms_per_s']:.2f}",
+            f"{cap['cpu_ms_per_s'].get('worker', float('nan')):.2f} (manager "
+            f"{cap['cpu_ms_per_s'].get('manager', float('nan')):.0f}, aggregator "
+            f"{cap['cpu_ms_per_s'].get('aggregator', float('nan')):.0f}, broker "
+            f"{cap['cpu_ms_per_s'].get('broker', float('nan')):.1f})",
+            f"{cap['cpu_ms_per_s'].get('worker', float('nan')) / burst['cpu_ms_per_s']:.0f}x"
+            if burst["cpu_ms_per_s"]
+            else "-",
+            "-",
         ),
     ]
     table = "\n".join(rows)
@@ -311,7 +330,12 @@ def main() -> None:
                 "(`stratrun up`), SMA workers at speed 0 on 13,681 1-minute candles replayed "
                 "15 times in a row for 1 worker, 4 for 10, once for 100, for throughput "
                 "(through decision to journal), one LatencyProbe worker at 100 "
-                "candles/s for latency, zygote-forked workers. "
+                "candles/s for latency, zygote-forked workers. 100 strategies: 100 SMA "
+                "workers, 10 per stream, on 10 streams at 1 candle/s each, against 100 "
+                "forked bare SUB processes subscribed the same way (each decodes its candle "
+                "and notes publish -> receive), over windows of the same length; the floor's "
+                "CPU per subscriber and stratrun's per worker are psutil/process CPU time "
+                "over the window. "
                 f"Raw figures: `{path.relative_to(REPO)}`."
             ),
             table,

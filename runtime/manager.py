@@ -90,7 +90,7 @@ from runtime.transport import (
 )
 from runtime.zygote_client import ZygoteClient, become_subreaper
 
-__all__ = ["AlreadyRunning", "Manager", "StartupFailed"]
+__all__ = ["AlreadyRunning", "Manager", "StartupFailed", "uss_due"]
 
 _TICK_MS = 50
 _SAMPLE_EVERY_S = 1.0
@@ -98,8 +98,18 @@ _SAMPLE_EVERY_S = 1.0
 # a hundred workers, sampling all at once took ~50 ms of CPU in one go, which delayed the
 # workers whenever it fell on a candle.
 _SAMPLE_SLICES = 10
-_USS_EVERY = 5  # samples between two USS readings of one process
+# Samples between two USS readings of one process. USS walks the page tables (~1 ms of the
+# manager's CPU per worker): every 5 s it was ~40% of the manager's CPU with a hundred
+# workers, on the two cores they share. Memory changes slowly; RSS (the cap) every second.
+_USS_EVERY = 30
 _LIVE = (ProcessState.STARTING, ProcessState.RUNNING, ProcessState.PAUSED)
+
+
+def uss_due(index: int, rounds: int) -> bool:
+    """Whether the process at ``index`` has its USS read in sampling round ``rounds``: a
+    ``_USS_EVERY``-th of the processes each round, in turn, so each is read every
+    ``_USS_EVERY`` rounds without a burst of page-table walks that would delay the workers."""
+    return (index + rounds) % _USS_EVERY == 0
 
 
 class AlreadyRunning(Exception):
@@ -460,9 +470,7 @@ class Manager:
         for i, child in enumerate(self.children.values()):
             if i % _SAMPLE_SLICES != part or not child.alive:
                 continue
-            # USS for a fifth of the processes each round, in turn: every one every 5 s,
-            # without a burst of page-table walks that would delay the workers.
-            with_uss = not child.resources.uss_bytes or (i + rounds) % _USS_EVERY == 0
+            with_uss = not child.resources.uss_bytes or uss_due(i, rounds)
             used = child.sample(with_uss)
             over = cap is not None and child.role == "worker" and used.rss_bytes > cap * 2**20
             if over and not child.kill_reason and child.state is not ProcessState.STOPPING:

@@ -137,15 +137,9 @@ def run_reference(c: Candles) -> tuple[float, int]:
         return time.perf_counter() - began, int(stats["# Trades"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--candles", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=2, help="best of this many runs each")
-    parser.add_argument("--record", action="store_true")
-    args = parser.parse_args()
-    n = args.candles
-
-    load_before = os.getloadavg()[0]
+def measure(n: int, rounds: int) -> dict[str, Any]:
+    """Seconds of each backtester on ``n`` candles, best of ``rounds`` interleaved runs
+    (the machine is shared: the best run is the one least disturbed by others)."""
     candles = replicate(n)
     with tempfile.TemporaryDirectory() as folder:
         csv = Path(folder) / "GOOG-1h.csv"
@@ -154,10 +148,8 @@ def main() -> None:
         config_path.write_text(CONFIG.format(path=csv), encoding="utf-8")
         config = load_config(config_path)
 
-        # Rounds interleaved, best of each kept: the machine is shared, and the best run is
-        # the one least disturbed by others.
         load_s = engine_s = stats_s = whole_s = ref_s = float("inf")
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             began = time.perf_counter()
             loaded = load(csv, "GOOG", "1h")
             load_s = min(load_s, time.perf_counter() - began)
@@ -187,15 +179,41 @@ def main() -> None:
             seconds, ref_trades = run_reference(candles)
             ref_s = min(ref_s, seconds)
             assert ours_trades == ref_trades, (ours_trades, ref_trades)
+    return {
+        "candles": n,
+        "rounds": rounds,
+        "trades": ref_trades,
+        "reference_s": ref_s,
+        "engine_and_stats_s": stats_s,
+        "engine_s": engine_s,
+        "run_backtest_s": whole_s,
+        "load_s": load_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--candles", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=2, help="best of this many runs each")
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    n = args.candles
+
+    load_before = os.getloadavg()[0]
+    m = measure(n, args.rounds)
+    ref_trades = m["trades"]
+    ref_s, stats_s, engine_s = m["reference_s"], m["engine_and_stats_s"], m["engine_s"]
+    whole_s, load_s = m["run_backtest_s"], m["load_s"]
 
     profiler = cProfile.Profile()
     part = min(n, 200_000)
-    sliced = Candles(
-        "GOOG",
-        "1h",
-        "slice",
-        *(getattr(loaded, f)[:part] for f in ("time", "open", "high", "low", "close", "volume")),
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        csv = Path(folder) / "GOOG-1h.csv"
+        write_csv(replicate(part), csv)
+        config_path = Path(folder) / "bench.toml"
+        config_path.write_text(CONFIG.format(path=csv), encoding="utf-8")
+        config = load_config(config_path)
+        sliced = load(csv, "GOOG", "1h")
     profiler.enable()
     run_strategy(config.strategies[0], [sliced])
     profiler.disable()

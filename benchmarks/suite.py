@@ -5,7 +5,8 @@ throughput into 1 and 10 subscribers, one-way latency, child start time and idle
 subscribers on 10 streams at 1 candle/s each), then stratrun (broker -> worker decision ->
 journal throughput with 1, 10 and 100 workers; publish -> decision latency one candle at a
 time; spawn -> ready and warm-up time; pause/resume; idle worker memory; 100 strategies on 10
-symbols at 1 candle/s each), and prints each figure with its ratio to the floor and the
+symbols at 1 candle/s each), and the backtest (bench_backtest.py: candles/s of the engine
+against backtesting.py on the same crossover), and prints each figure with its ratio to the floor and the
 issue's target. Writes the raw numbers to ``benchmarks/results/<UTC time>.json``;
 ``--record`` also appends a section to RESULTS.md.
 
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bench_backtest
 import bench_capacity
 import bench_replay
 import bench_supervision
@@ -206,6 +208,11 @@ def main() -> None:
     window = 10.0 if quick else 20.0
     burst = step("floor_burst_100", floor.raw_burst, 100, 10, window)
     cap = step("stratrun_capacity_100", bench_capacity.run, 100, 300.0, window, 10)
+    # The backtest issue's figure: the same SMA crossover in stratrun's engine and in
+    # backtesting.py, on the GOOG candles repeated (bench_backtest.py, best of the rounds).
+    backtest = step(
+        "backtest", bench_backtest.measure, 200_000 if quick else 1_000_000, 1 if quick else 2
+    )
 
     one_way = raw_paced["one_way_us"]
     ours = lat["decision_us"]
@@ -313,6 +320,16 @@ def main() -> None:
             else "-",
             "-",
         ),
+        _row(
+            f"backtest, SMA crossover on {backtest['candles']:,} candles (candles/s; floor: "
+            "backtesting.py `Backtest.run()`; stratrun: engine + statistics)",
+            f"{backtest['candles'] / backtest['reference_s']:,.0f}",
+            f"{backtest['candles'] / backtest['engine_and_stats_s']:,.0f} (engine alone "
+            f"{backtest['candles'] / backtest['engine_s']:,.0f}, whole run_backtest "
+            f"{backtest['candles'] / backtest['run_backtest_s']:,.0f})",
+            f"{backtest['reference_s'] / backtest['engine_and_stats_s']:.2f}x",
+            ">= 5x",
+        ),
     ]
     table = "\n".join(rows)
     print(table)
@@ -335,7 +352,10 @@ def main() -> None:
                 "forked bare SUB processes subscribed the same way (each decodes its candle "
                 "and notes publish -> receive), over windows of the same length; the floor's "
                 "CPU per subscriber and stratrun's per worker are psutil/process CPU time "
-                "over the window. "
+                "over the window. Backtest: bench_backtest.measure(), SMA(10)/SMA(20) "
+                "crossover with reversals on the GOOG daily candles repeated, stratrun's "
+                "engine and backtesting.py in the same process, interleaved, best of the "
+                "rounds. "
                 f"Raw figures: `{path.relative_to(REPO)}`."
             ),
             table,

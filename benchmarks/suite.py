@@ -6,8 +6,8 @@ subscribers on 10 streams at 1 candle/s each), then stratrun (broker -> worker d
 journal throughput with 1, 10 and 100 workers; publish -> decision latency one candle at a
 time; spawn -> ready and warm-up time; pause/resume; idle worker memory; 100 strategies on 10
 symbols at 1 candle/s each), and the backtest (bench_backtest.py: candles/s of the engine
-against backtesting.py on the same crossover), and prints each figure with its ratio to the floor and the
-issue's target. Writes the raw numbers to ``benchmarks/results/<UTC time>.json``;
+against backtesting.py on the same crossover), and prints each figure with its ratio to the
+floor and the issue's target. Writes the raw numbers to ``benchmarks/results/<UTC time>.json``;
 ``--record`` also appends a section to RESULTS.md.
 
     .venv/bin/python benchmarks/suite.py [--quick] [--record]
@@ -287,7 +287,7 @@ def main() -> None:
         _row(
             "idle worker USS (MiB)",
             f"fork {raw_start['fork']['uss_mib']:.1f}, fresh {raw_start['fresh']['uss_mib']:.1f}",
-            f"{sup['uss_mib']:.1f} (RSS {sup['rss_mib']:.1f})",
+            f"{sup['uss_mib']:.1f} (PSS {sup['pss_mib']:.1f}, RSS {sup['rss_mib']:.1f})",
             "-",
             "< 10",
         ),

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,24 @@ def raw_throughput(subscribers: int, count: int) -> float:
     return statistics.mean(rates)
 
 
+def _received(sub: zmq.Socket[Any], push: zmq.Socket[Any]) -> Iterator[tuple[Candle, bytes]]:
+    """Each candle as it arrives, decoded, with its frame. The first ready ping is answered
+    with ``joined`` on ``push`` (the publisher's handshake), later ones are ignored; a ready
+    ping saying ``end`` ends it."""
+    joined = False
+    while True:
+        head = sub.recv()
+        payload = sub.recv()
+        if head == _READY:
+            if payload == b"end":
+                return
+            if not joined:
+                push.send(b"joined")
+                joined = True
+            continue
+        yield _DECODER.decode(payload), payload
+
+
 def _burst_subscriber(endpoint: str, back: str, topic: bytes, reply: bool) -> None:
     """One of many subscribers to one stream: each candle decoded, publish -> receive noted
     (and with ``reply``, a small frame pushed back per candle, as a worker sends its events);
@@ -126,20 +145,9 @@ def _burst_subscriber(endpoint: str, back: str, topic: bytes, reply: bool) -> No
     sub.connect(endpoint)
     push = ctx.socket(zmq.PUSH)
     push.connect(back)
-    joined = False
     lags: list[int] = []
     cpu_from = 0.0
-    while True:
-        head = sub.recv()
-        payload = sub.recv()
-        if head == _READY:
-            if payload == b"end":
-                break
-            if not joined:
-                push.send(b"joined")
-                joined = True
-            continue
-        candle = _DECODER.decode(payload)
+    for candle, payload in _received(sub, push):
         lags.append(time.time_ns() - candle.publish_ns)
         if not cpu_from:
             cpu_from = time.process_time()
@@ -274,18 +282,11 @@ def _echo(endpoint: str, back: str, count: int) -> None:
     push = ctx.socket(zmq.PUSH)
     push.connect(back)
     one_way: list[int] = []
-    joined = False
-    while len(one_way) < count:
-        topic = sub.recv()
-        payload = sub.recv()
-        if topic == _READY:
-            if not joined:
-                push.send(b"joined")
-                joined = True
-            continue
-        candle = _DECODER.decode(payload)
+    for candle, _ in _received(sub, push):
         one_way.append(time.time_ns() - candle.publish_ns)
         push.send(b"")
+        if len(one_way) == count:
+            break
     push.send(msgspec.msgpack.encode(one_way))
     sub.close(0)
     push.close()

@@ -3,7 +3,8 @@
 The journal is opened read-only (``file:...?mode=ro``), so this works while the aggregator
 writes to it (WAL readers do not block the writer) and after the system stopped. Filters are
 SQL parameters; the strategy and kind filters use the journal's ``(strategy_id, kind)`` index.
-Time filters scan: the journal has no index on ``ts_ns``.
+A time filter alone can use the ``ts_ns`` index (``events_by_time``); with both kinds of
+filter SQLite picks one of the two indexes and checks the other condition row by row.
 """
 
 from __future__ import annotations

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 
 from tests.harness import (
     RunningSystem,
@@ -24,18 +22,6 @@ CONFIG = (
     + sma_strategy("survivor", 3, 8)
     + sma_strategy("casualty", 4, 9)
 )
-
-
-@pytest.fixture
-def systems(tmp_path: Path) -> Iterator[list[RunningSystem]]:
-    made: list[RunningSystem] = []
-    try:
-        yield made
-    finally:
-        leftovers: list[int] = []
-        for system in reversed(made):
-            leftovers += system.cleanup()
-        assert not leftovers, f"processes left behind: {leftovers}"
 
 
 def processes_of(run_dir: Path) -> dict[str, list[int]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -13,16 +12,6 @@ import pytest
 from tests.harness import RunningSystem, eth_system, sma_strategy, write_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux niceness")
-
-
-@pytest.fixture
-def systems(tmp_path: Path) -> Iterator[list[RunningSystem]]:
-    made: list[RunningSystem] = []
-    try:
-        yield made
-    finally:
-        for system in made:
-            system.cleanup()
 
 
 def _nice_by_role(system: RunningSystem) -> dict[str, set[int]]:

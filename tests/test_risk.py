@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import zmq
 
 from runtime.messages import ENCODER
@@ -34,20 +32,9 @@ def _flip(sid: str, extra: str = "") -> str:
     return f'\n[[strategies]]\nid = "{sid}"\nclass = "tests.sample_strategies:Flip"\n{extra}'
 
 
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[RunningSystem]]:
-    """Systems a test starts; each is cleaned up (and checked for leftovers) afterwards."""
-    systems: list[RunningSystem] = []
-    try:
-        yield systems
-    finally:
-        leftovers = [pid for s in systems for pid in s.cleanup()]
-        assert not leftovers, f"processes left behind: {leftovers}"
-
-
-def _start(started: list[RunningSystem], tmp_path: Path, body: str) -> RunningSystem:
+def _start(systems: list[RunningSystem], tmp_path: Path, body: str) -> RunningSystem:
     system = RunningSystem(write_config(tmp_path / "risk.toml", body), tmp_path / "run")
-    started.append(system)
+    systems.append(system)
     system.wait_all_running()
     return system
 
@@ -58,13 +45,13 @@ def _count(system: RunningSystem, where: str, *args: object) -> int:
 
 
 def test_racing_strategies_never_exceed_the_symbol_limit(
-    started: list[RunningSystem], tmp_path: Path
+    systems: list[RunningSystem], tmp_path: Path
 ) -> None:
     body = (
         eth_system(speed=6000)
         + f"\n[risk]\nmax_symbol_exposure = {SYMBOL_LIMIT}\ntimeout_ms = 2000\n"
     )
-    system = _start(started, tmp_path, body + "".join(_flip(sid) for sid in RACERS))
+    system = _start(systems, tmp_path, body + "".join(_flip(sid) for sid in RACERS))
 
     def enough() -> bool:
         attempts = _count(system, "kind = 'order_rejected'") + _count(
@@ -105,7 +92,7 @@ def _assert_the_limit_held(system: RunningSystem) -> None:
 
 
 def test_the_limit_holds_across_a_restart_of_the_risk_service(
-    started: list[RunningSystem], tmp_path: Path
+    systems: list[RunningSystem], tmp_path: Path
 ) -> None:
     """SIGKILL the aggregator mid-race: the manager restarts it, the book is rebuilt from
     the journal, and it waits for what the workers had not got journaled."""
@@ -113,7 +100,7 @@ def test_the_limit_holds_across_a_restart_of_the_risk_service(
         eth_system(speed=6000)
         + f"\n[risk]\nmax_symbol_exposure = {SYMBOL_LIMIT}\ntimeout_ms = 2000\n"
     )
-    system = _start(started, tmp_path, body + "".join(_flip(sid) for sid in RACERS))
+    system = _start(systems, tmp_path, body + "".join(_flip(sid) for sid in RACERS))
     opened = "kind = 'position_opened'"
     wait_until(lambda: _count(system, opened) >= 6, 60, "the race under way")
     old = system.ps()["aggregator"].pid
@@ -135,11 +122,11 @@ def _log_lines(system: RunningSystem, name: str, text: str) -> int:
 
 
 def test_a_risk_service_that_does_not_answer_blocks_new_orders(
-    started: list[RunningSystem], tmp_path: Path
+    systems: list[RunningSystem], tmp_path: Path
 ) -> None:
     body = eth_system(speed=1500, runtime="watchdog_timeout_s = 120")
     body += "\n[risk]\nmax_open_orders = 50\ntimeout_ms = 50\n"
-    system = _start(started, tmp_path, body + _flip("flip_a") + _flip("flip_b"))
+    system = _start(systems, tmp_path, body + _flip("flip_a") + _flip("flip_b"))
     wait_until(lambda: _count(system, "kind = 'position_opened'") >= 2, 30, "trading")
     aggregator = system.ps()["aggregator"].pid
     stopped_ns = time.time_ns()
@@ -199,12 +186,12 @@ def test_a_risk_service_that_does_not_answer_blocks_new_orders(
 
 
 def test_daily_loss_limit_engages_the_kill_switch_by_itself(
-    started: list[RunningSystem], tmp_path: Path
+    systems: list[RunningSystem], tmp_path: Path
 ) -> None:
     # Every round trip pays 2 x (50 bps slippage + 10 bps fee) on about 1 BTC of ETH.
     body = eth_system(speed=3000) + "\n[risk]\nmax_daily_loss = 0.03\n"
     body += "\n[defaults.execution]\nquantity = 10\nslippage_bps = 50\n"
-    system = _start(started, tmp_path, body + _flip("loser") + _flip("other"))
+    system = _start(systems, tmp_path, body + _flip("loser") + _flip("other"))
     halt_file = system.run_dir.root / "halt.json"
     wait_until(halt_file.exists, 60, "the kill switch engaged by the loss limit")
     assert "daily loss limit" in halt_file.read_text()
